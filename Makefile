@@ -1,0 +1,43 @@
+# Two commands (see README):
+#   make all    create .venv if missing, install, run every numbered notebook on the embedded
+#               default profile (in place), writing figures/ and results/default/
+#   make test   create .venv if missing, install, run pytest and nbval over the notebooks
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+STRIP := $(BIN)/nbstripout --keep-output --extra-keys "metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.widgets"
+
+.PHONY: all install test unit nbval notebooks benchmark clean-cache
+
+all: notebooks
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+notebooks: install
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb (default profile)"; \
+	  $(BIN)/papermill "$$nb" "$$nb" --cwd notebooks -k python3 --no-progress-bar || exit 1; \
+	  $(STRIP) "$$nb" || exit 1; \
+	done
+
+test: unit nbval
+
+unit: install
+	MPLBACKEND=Agg $(BIN)/python -m pytest tests -q
+
+nbval: install
+	MPLBACKEND=Agg $(BIN)/python -m pytest --nbval notebooks --nbval-current-env \
+	  --sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider
+
+benchmark: install
+	$(BIN)/python benchmarks/train_loop.py
+
+clean-cache:
+	rm -rf checkpoints

@@ -1,0 +1,53 @@
+"""Pieces that several unlearning methods share: a pausable stopwatch, finite-loss checks,
+forget-accuracy tracking for Figure 2."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from cu.data import DeviceData, sample
+from cu.training import accuracy
+
+
+class Stopwatch:
+    """Wall seconds of the method itself; `paused()` excludes bookkeeping (e.g. Figure 2 curves)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._t = time.perf_counter()
+
+    def paused(self):
+        sw = self
+
+        class _Pause:
+            def __enter__(self):
+                sw.seconds += time.perf_counter() - sw._t
+
+            def __exit__(self, *exc):
+                sw._t = time.perf_counter()
+
+        return _Pause()
+
+    def stop(self) -> float:
+        self.seconds += time.perf_counter() - self._t
+        self._t = time.perf_counter()
+        return self.seconds
+
+
+def check_finite(loss: torch.Tensor, method: str, step: int) -> None:
+    """Stop a method whose loss is NaN or infinite, naming the method and the step."""
+    v = float(loss.detach())
+    if not math.isfinite(v):
+        raise FloatingPointError(f"{method}: loss became {v} at step {step}; nothing was recorded. "
+                                 f"Lower the learning rate or check the inputs.")
+
+
+def tracking_subset(data: DeviceData, idx: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """A fixed subset (k samples) of the forget set on which curves are tracked cheaply."""
+    return sample(idx, k, torch.Generator().manual_seed(seed + 7919)).sort().values
+
+
+def forget_accuracy(model, data: DeviceData, idx: torch.Tensor) -> float:
+    return accuracy(model, data, "train", idx)
