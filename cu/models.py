@@ -20,6 +20,21 @@ from cu.runtime import as_int
 EMBED_DIM = 128
 
 
+class Conv1x1(nn.Conv2d):
+    """A bias-free 1x1 convolution with stride s, computed as subsample-then-1x1 (the same function).
+
+    oneDNN's weight gradient of a strided 1x1 convolution is not run-to-run deterministic on CPU;
+    subsampling first gives the same values through a deterministic path.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__(c_in, c_out, 1, stride=1, bias=False)
+        self.step = stride
+
+    def forward(self, x):
+        return F.conv2d(x[:, :, :: self.step, :: self.step], self.weight)
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -31,7 +46,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c, 1, stride, bias=False), nn.BatchNorm2d(c))
+            self.shortcut = nn.Sequential(Conv1x1(c_in, c, stride), nn.BatchNorm2d(c))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -52,7 +67,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(c_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(Conv1x1(c_in, c_out, stride), nn.BatchNorm2d(c_out))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))

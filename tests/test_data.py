@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from cu.data import batches, class_split, load_dataset, make_split, random_split
+
+
+def test_digits_is_embedded_and_split_fixed(digits):
+    assert digits.name == "digits" and digits.num_classes == 10 and digits.in_channels == 1
+    assert len(digits.y_train) == 1437 and len(digits.y_test) == 360
+    assert digits.x_train.dtype == np.uint8 and digits.x_train.shape[1:] == (1, 8, 8)
+    again = load_dataset("digits")
+    assert np.array_equal(again.y_train, digits.y_train) and np.array_equal(again.x_test, digits.x_test)
+
+
+def test_normalised_with_own_stats(data):
+    x = data.x_train
+    assert x.shape[1] == 1 and x.is_contiguous(memory_format=torch.channels_last)
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-2
+
+
+@pytest.mark.parametrize("c", [0, 5, 9])
+def test_class_split_partitions(data, c):
+    s = class_split(data, c)
+    n_tr, n_te = len(data.y_train), len(data.y_test)
+    assert set(s.forget.tolist()).isdisjoint(s.retain.tolist())
+    assert sorted(s.forget.tolist() + s.retain.tolist()) == list(range(n_tr))
+    assert sorted(s.test_forget.tolist() + s.test_retain.tolist()) == list(range(n_te))
+    assert (data.y_train[s.forget] == c).all() and (data.y_train[s.retain] != c).all()
+    assert (data.y_test[s.test_forget] == c).all() and (data.y_test[s.test_retain] != c).all()
+    assert len(s.forget) == int((data.y_train == c).sum())  # no sample of the class is left behind
+
+
+def test_random_split_sizes_seeds_and_classes(data):
+    a, b, c = random_split(data, 100, seed=1), random_split(data, 100, seed=1), random_split(data, 100, seed=2)
+    assert len(a.forget) == 100 and len(a.retain) == len(data.y_train) - 100
+    assert torch.equal(a.forget, b.forget) and not torch.equal(a.forget, c.forget)
+    assert set(a.forget.tolist()).isdisjoint(a.retain.tolist())
+    assert len(torch.unique(data.y_train[a.forget])) > 5  # drawn across classes, not the first indices
+    assert a.forget.max() > 1000
+    assert torch.equal(a.test, torch.arange(len(data.y_test)))
+
+
+def test_batches_cover_once_and_are_seeded():
+    idx = torch.arange(10, 47)
+    got = list(batches(idx, 8, torch.Generator().manual_seed(0)))
+    assert [len(b) for b in got] == [8, 8, 8, 8, 5]
+    assert sorted(torch.cat(got).tolist()) == idx.tolist()
+    again = list(batches(idx, 8, torch.Generator().manual_seed(0)))
+    assert all(torch.equal(x, y) for x, y in zip(got, again))
+    assert len(list(batches(idx, 8, torch.Generator(), drop_last=True))) == 4
+
+
+def test_npz_loading(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cifar10.npz", x_train=rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(20) % 10, x_test=rng.integers(0, 255, (10, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(10), class_names=np.array(["c%d" % i for i in range(10)]))
+    ds = load_dataset("cifar10", tmp_path)
+    assert ds.x_train.shape == (20, 3, 32, 32) and ds.class_names[3] == "c3"
+    assert ds.to("cpu").x_test.shape == (10, 3, 32, 32)
+
+
+# ---- bad input: each a clear error that names the fix
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names: digits, mnist, cifar10, svhn"):
+        load_dataset("imagenet")
+
+
+def test_missing_data_says_where_and_how(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"looked for .*cifar10\.npz.*(data_root|download=True)"):
+        load_dataset("cifar10", tmp_path / "nowhere")
+
+
+def test_malformed_npz(tmp_path):
+    np.savez(tmp_path / "mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="not a valid mnist archive"):
+        load_dataset("mnist", tmp_path)
+
+
+@pytest.mark.parametrize("c", [10, -1, 99])
+def test_class_out_of_range(data, c):
+    with pytest.raises(ValueError, match=r"out of range.*0\.\.9"):
+        class_split(data, c)
+
+
+@pytest.mark.parametrize("n", [0, -3, 1437, 5000])
+def test_random_count_out_of_range(data, n):
+    with pytest.raises(ValueError, match="n_forget=.* must be between 1 and 1436"):
+        random_split(data, n)
+
+
+def test_string_ints_from_papermill_and_bad_types(data):
+    assert len(random_split(data, "50", seed="3").forget) == 50
+    assert class_split(data, "5").forget_class == 5
+    with pytest.raises(TypeError, match="expected an integer"):
+        random_split(data, 2.5)
+    with pytest.raises(ValueError, match="unknown task"):
+        make_split(data, "pixels")
