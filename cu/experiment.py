@@ -20,3 +20,111 @@ def prepare(dataset: str, data_root: str | None, model: str, width: int, recipe:
     original, history = train_cached(data, model, width, ds.in_channels, recipe, cache_dir=cache_dir,
                                      progress=progress)
     return ds, data, original, history
+
+
+# --------------------------------------------------------------------------- unlearning runs
+
+METRICS = {
+    "class": ["acc_test_retain", "acc_train_forget", "acc_test_forget"],
+    "sample": ["acc_test", "acc_train_forget"],
+}
+LABELS = {  # the paper's row names
+    "acc_test_retain": "D_ts^r", "acc_train_forget": "D_tr^u", "acc_test_forget": "D_ts^u", "acc_test": "D_ts",
+}
+
+
+def evaluate(model: torch.nn.Module, data: DeviceData, split) -> dict:
+    """The paper's accuracies for the split's task (fractions): Tables 1/2 (class) or 4/5 (sample)."""
+    from cu.training import accuracy
+
+    if split.task == "class":
+        return {"acc_test_retain": accuracy(model, data, "test", split.test_retain),
+                "acc_train_forget": accuracy(model, data, "train", split.forget),
+                "acc_test_forget": accuracy(model, data, "test", split.test_forget)}
+    return {"acc_test": accuracy(model, data, "test", split.test),
+            "acc_train_forget": accuracy(model, data, "train", split.forget)}
+
+
+def method_list(methods, task: str) -> list[str]:
+    """METHODS as given (None: every method registered for `task`; a list; or a string such as
+    'contrastive,finetune' or '["contrastive"]', as papermill's -p passes it), always with 'retrain' first."""
+    import yaml
+
+    from cu import unlearners
+
+    if isinstance(methods, str):
+        parsed = yaml.safe_load(methods) if methods.strip().startswith("[") else methods.split(",")
+        methods = [str(m).strip() for m in parsed if str(m).strip()]
+    if methods is None:
+        methods = unlearners.names(task)
+    if not isinstance(methods, (list, tuple)):
+        raise TypeError(f"METHODS={methods!r}: expected a list of method names, e.g. ['contrastive', 'finetune']")
+    for m in methods:
+        u = unlearners.get(m)  # unknown names: error listing the valid ones
+        if task not in u.tasks:
+            raise ValueError(f"METHODS: {m} does not do {task} unlearning; methods for {task}: "
+                             f"{', '.join(unlearners.names(task))}")
+    return ["retrain"] + [m for m in methods if m != "retrain"]
+
+
+def as_dict(value, name: str) -> dict:
+    """A dict parameter, also when papermill passes it as a YAML/JSON string."""
+    import yaml
+
+    if isinstance(value, str):
+        value = yaml.safe_load(value) or {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{name}={value!r}: expected a mapping such as {{'contrastive': {{'lr': 0.01}}}}")
+    return value
+
+
+def method_overrides(name: str, hparams: dict, recipe: TrainConfig, cache_dir, seed: int) -> dict:
+    """Overrides for one method: the profile's recipe and cache for Retrain, the run's seed for all,
+    then the user's HPARAMS[name] on top."""
+    import dataclasses
+
+    from cu import unlearners
+
+    fields = {f.name for f in dataclasses.fields(unlearners.get(name).config)}
+    out = {"seed": seed} if "seed" in fields else {}
+    if name == "retrain":
+        out.update(dataclasses.asdict(recipe), cache_dir=cache_dir)
+    out.update(hparams.get(name, {}))
+    return out
+
+
+def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe: TrainConfig,
+                hparams: dict | None = None, cache_dir=None, progress: bool = False):
+    """Run each method on `split`, evaluate it, and return (rows, models, records).
+
+    rows start with the untouched Original (method 'original'); each row is `ident` (dataset, model,
+    width, seed) + the method + the paper's accuracies + seconds, passes and why it stopped.
+    """
+    from cu import unlearners
+    from cu.results import Record
+
+    hparams = as_dict(hparams, "HPARAMS")
+    unknown = sorted(set(hparams) - set(unlearners.UNLEARNERS))
+    if unknown:
+        raise ValueError(f"HPARAMS names unknown methods {unknown}; valid: {', '.join(unlearners.UNLEARNERS)}")
+    rows = [{"method": "original", **ident, **evaluate(original, data, split), "seconds": 0.0, "passes": 0,
+             "stopped": ""}]
+    models, records = {"original": original}, {}
+    for name in methods:
+        model, rec = unlearners.run(name, original, data, split, progress=progress,
+                                    **method_overrides(name, hparams, recipe, cache_dir, ident["seed"]))
+        assert isinstance(rec, Record)
+        rows.append({"method": name, **ident, **evaluate(model, data, split), "seconds": rec.seconds,
+                     "passes": rec.passes, "stopped": rec.stopped})
+        models[name], records[name] = model, rec
+    return rows, models, records
+
+
+def paper_table(rows: list[dict], task: str, decimals: int = 1):
+    """The paper's layout (Tables 1/2 or 4/5): evaluation sets as rows, methods as columns, percent."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).set_index("method")[METRICS[task]] * 100
+    return df.round(decimals).T.rename(index=LABELS)
