@@ -26,6 +26,7 @@ notebooks: install
 	  $(BIN)/papermill "$$nb" "$$nb" --cwd notebooks -k python3 --no-progress-bar || exit 1; \
 	  $(STRIP) "$$nb" || exit 1; \
 	done
+	$(BIN)/python -m cu.report results/default --readme README.md > /dev/null
 
 test: unit nbval
 

@@ -7,6 +7,8 @@ methods accumulate in one file; it writes atomically.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,6 +66,23 @@ def upsert_csv(path: str | Path, rows: list[dict] | pd.DataFrame, key: list[str]
     if missing:
         raise ValueError(f"rows lack key columns {missing}; every row needs {key}")
     path = Path(path)
+    with locked(path):
+        return _upsert(path, new, key)
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock beside `path`, so runs side by side (a sweep's --jobs) do not lose rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _upsert(path: Path, new: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     if path.exists():
         old = pd.read_csv(path)
         if all(k in old.columns for k in key):

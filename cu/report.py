@@ -1,0 +1,108 @@
+"""Aggregate tidy results into the paper's tables: mean and 95 % confidence interval over seeds.
+
+    python -m cu.report results/default [--readme README.md]
+
+reads `class_unlearning.csv`, `sample_unlearning.csv` and `mia.csv` (whichever exist) under a profile's
+folder, writes `tables.md` there (Tables 1/2, 3/7, 4/5 and 6 layouts: evaluation rows x methods, each
+cell the mean over seeds with the half-width of a t-based 95 % confidence interval when there are
+several seeds), and with --readme replaces the README's section between the results markers.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from cu.runtime import atomic_write
+
+ORDER = ["original", "retrain", "contrastive"]
+TABLES = {
+    "class_unlearning.csv": ("Class unlearning (Tables 1/2 layout), accuracy %",
+                             {"acc_test_retain": "D_ts^r", "acc_train_forget": "D_tr^u", "acc_test_forget": "D_ts^u"}, 100),
+    "sample_unlearning.csv": ("Sample unlearning (Tables 4/5 layout), accuracy %",
+                              {"acc_test": "D_ts", "acc_train_forget": "D_tr^u"}, 100),
+    "mia.csv": ("Membership inference (Table 6 layout), member-prediction rate %",
+                {"mia_forget": "D_tr^u", "mia_retain": "D_tr^r (held-out members)", "mia_auc": "AUC (%)"}, 1),
+}
+
+
+def t95(n: int) -> float:
+    """Two-sided 95 % quantile of Student's t with n-1 degrees of freedom."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1)) if n > 1 else float("nan")
+
+
+def mean_ci(values: pd.Series, scale: float, decimals: int = 1) -> str:
+    v = values.dropna().astype(float) * scale
+    if len(v) == 0:
+        return "–"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.{decimals}f}"
+    half = t95(len(v)) * v.std(ddof=1) / math.sqrt(len(v))
+    return f"{v.mean():.{decimals}f} ± {half:.{decimals}f}"
+
+
+def method_order(methods) -> list[str]:
+    return [m for m in ORDER if m in methods] + sorted(m for m in methods if m not in ORDER)
+
+
+def aggregate(df: pd.DataFrame, metrics: dict, scale: float, extra_keys=()) -> dict[str, pd.DataFrame]:
+    """One table per (dataset, model, width, *extra_keys): metric rows x method columns."""
+    out = {}
+    keys = ["dataset", "model", "width", *extra_keys]
+    for group, sub in df.groupby(keys):
+        group = group if isinstance(group, tuple) else (group,)
+        methods = method_order(sub["method"].unique())
+        seeds = sorted(sub["seed"].unique())
+        table = pd.DataFrame({m: {label: mean_ci(sub[sub.method == m][col], scale) for col, label in metrics.items()}
+                              for m in methods})
+        if "seconds" in sub.columns:
+            table.loc["seconds"] = [mean_ci(sub[sub.method == m]["seconds"], 1, 2) if m != "original" else "–"
+                                    for m in methods]
+        title = ", ".join(f"{k} {v}" for k, v in zip(keys, group)) + f"; seeds {', '.join(map(str, seeds))}"
+        out[title] = table
+    return out
+
+
+def markdown(folder: str | Path) -> str:
+    folder = Path(folder)
+    parts = [f"Profile `{folder.name}`: mean over seeds, ± the half-width of a 95 % t-interval where there are "
+             f"several seeds. Regenerate with `make all` (default profile) or `python -m cu.report {folder}`."]
+    for name, (heading, metrics, scale) in TABLES.items():
+        path = folder / name
+        if not path.exists():
+            continue
+        df = pd.read_csv(path)
+        extra = ("feature",) if "feature" in df.columns else ()
+        for title, table in aggregate(df, metrics, scale / (100 if name == "mia.csv" else 1), extra).items():
+            parts.append(f"**{heading}** ({title})\n\n{table.to_markdown(disable_numparse=True)}")
+    return "\n\n".join(parts) + "\n"
+
+
+def update_readme(readme: str | Path, text: str, start="<!-- results:start -->", end="<!-- results:end -->") -> None:
+    readme = Path(readme)
+    body = readme.read_text()
+    if start not in body or end not in body:
+        raise ValueError(f"{readme} lacks the markers {start} ... {end}; add them where the results go")
+    head, rest = body.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write(readme, lambda tmp: Path(tmp).write_text(f"{head}{start}\n{text}{end}{tail}"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", help="a profile's results folder, e.g. results/default")
+    ap.add_argument("--readme", help="README whose results section to replace")
+    args = ap.parse_args()
+    text = markdown(args.folder)
+    atomic_write(Path(args.folder) / "tables.md", lambda tmp: Path(tmp).write_text(text))
+    if args.readme:
+        update_readme(args.readme, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
