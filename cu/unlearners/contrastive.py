@@ -14,7 +14,8 @@ go through the network in one forward pass in train mode, as in the authors' cod
 Termination: class -> Acc(F', D_ts^u) <= 1/C (Eq. 8); sample -> Acc(F', D_eval^u) <=
 Acc(F', D_eval^ts) (Eq. 9), with D_eval^u = D_tr^u (or a seeded subset of `eval_size`) and
 D_eval^ts a seeded subset of `eval_size` test samples, as printed. The paper checks after each
-pass; `check_every=k` also checks after every k forget batches, so the method can stop mid-pass.
+pass; `check_every=k` also checks after every k forget batches, so the method can stop mid-pass;
+`eq9_z` adds an optional statistical tolerance to Eq. 9 (see `termination`).
 `max_passes` caps the loop; the record says whether the condition held or the cap was hit.
 
 Defaults are the authors' (core/args/parse.py, README): tau 0.7, lambda_UL 3, lambda_CE 1,
@@ -25,6 +26,7 @@ every forget batch), and the loss is Eq. 5/6 as printed (see cu.losses).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,19 +57,28 @@ class ContrastiveConfig:
     max_passes: int = 30             # cap on passes over D_tr^u (authors' README: 30 for samples)
     check_every: int = 0             # also test the condition every k forget batches (0: end of pass only)
     eval_size: int = 1000            # |D_eval^ts| (and cap on |D_eval^u|) for Eq. 9
+    eq9_z: float = 0.0               # Eq. 9 with a tolerance of z standard errors (0: as printed)
     track_size: int = 512            # forget samples on which the per-batch curve is tracked (0: off)
     seed: int = 0
 
 
 def termination(model: nn.Module, data: DeviceData, split: Split, eval_u: torch.Tensor,
-                eval_ts: torch.Tensor) -> tuple[bool, dict]:
-    """Eq. 8 (class) or Eq. 9 (sample); returns (holds, the accuracies it compared)."""
+                eval_ts: torch.Tensor, z: float = 0.0) -> tuple[bool, dict]:
+    """Eq. 8 (class) or Eq. 9 (sample); returns (holds, the accuracies it compared).
+
+    With z > 0, Eq. 9 becomes Acc(D_eval^u) <= Acc(D_eval^ts) + z * SE, SE the standard error of the
+    difference of two accuracies on |D_eval^u| and |D_eval^ts| samples. A Retrain model, for which
+    forget and test samples are equally unseen, satisfies it with probability about Phi(z); Eq. 9 as
+    printed (z = 0) it satisfies only about half the time, so z = 0 pushes methods below Retrain.
+    """
     if split.task == "class":
         acc = accuracy(model, data, "test", split.test_forget)
         return acc <= 1.0 / split.num_classes, {"acc_eval_forget": acc}
     acc_u = accuracy(model, data, "train", eval_u)
     acc_ts = accuracy(model, data, "test", eval_ts)
-    return acc_u <= acc_ts, {"acc_eval_forget": acc_u, "acc_eval_test": acc_ts}
+    p = (acc_u * len(eval_u) + acc_ts * len(eval_ts)) / (len(eval_u) + len(eval_ts))
+    se = math.sqrt(max(p * (1 - p), 0.0) * (1 / len(eval_u) + 1 / len(eval_ts)))
+    return acc_u <= acc_ts + z * se, {"acc_eval_forget": acc_u, "acc_eval_test": acc_ts}
 
 
 @register("contrastive", config=ContrastiveConfig, tasks=("class", "sample"))
@@ -110,12 +121,12 @@ def contrastive(model: nn.Module, data: DeviceData, split: Split, cfg: Contrasti
                 with clock.paused():
                     curve.append(accuracy(model, data, "train", track))
             if cfg.check_every and n_batches % cfg.check_every == 0:
-                holds, acc = termination(model, data, split, eval_u, eval_ts)
+                holds, acc = termination(model, data, split, eval_u, eval_ts, cfg.eq9_z)
                 checks.append({"batch": n_batches, **acc})
                 if holds:
                     break
         if not holds:  # the paper's check, after the pass
-            holds, acc = termination(model, data, split, eval_u, eval_ts)
+            holds, acc = termination(model, data, split, eval_u, eval_ts, cfg.eq9_z)
             checks.append({"batch": n_batches, **acc})
         bar.update(1)
         if holds:
