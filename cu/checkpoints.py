@@ -54,6 +54,7 @@ def load_checkpoint(path: str | Path, model: nn.Module, config: dict) -> dict:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "state_dict" not in obj:
         raise CheckpointError(f"{path} is not a {FORMAT} file: delete it and the model is trained again.")
     stored = json.loads(obj["config"])
+    config = json.loads(json.dumps(config, sort_keys=True))  # tuples -> lists, as stored
     if stored != config:
         diff = {k: (stored.get(k), config.get(k)) for k in set(stored) | set(config) if stored.get(k) != config.get(k)}
         raise CheckpointError(f"{path} was written for another configuration (stored vs asked: {diff}). "
