@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from cu.runtime import atomic_write
 
@@ -42,3 +43,102 @@ def per_class_bars(acc: list[float], class_names, title: str = ""):
     ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title=title)
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def forget_curves(curves: dict, title: str = "", ylabel: str = r"accuracy on $D_{tr}^u$ (%)"):
+    """Figure 2: forget-set accuracy (fractions) after each forget batch, one line per method."""
+    fig, ax = plt.subplots(figsize=(6, 3.4), constrained_layout=True)
+    styles = ["-", "--", "-.", ":"]
+    for i, (name, curve) in enumerate(curves.items()):
+        acc = [100 * a for a in curve]
+        if not acc:
+            continue
+        ax.plot(range(1, len(acc) + 1), acc, styles[(i // 10) % 4], color=f"C{i % 10}", label=name,
+                marker="o" if len(acc) <= 30 else None, markersize=3, linewidth=1.6)
+    ax.set(xlabel="forget batches processed", ylabel=ylabel, ylim=(-2, 102), title=title)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(loc="upper right", fontsize=9)
+    return fig
+
+
+def embedding_panels(panels: dict, method: str = "tsne", seed: int = 0, class_names=None, title: str = ""):
+    """Figure 1: one panel per model of its embeddings z projected to 2-D (`cu.embedding.project_2d`,
+    t-SNE or PCA), coloured by class; retain samples are small filled dots, forget samples larger
+    hollow circles with a black ring, drawn on top. `panels` maps a title to (z, y, is_forget)."""
+    from matplotlib.lines import Line2D
+
+    from cu.embedding import project_2d
+
+    n = len(panels)
+    if n == 0:
+        raise ValueError("embedding_panels needs at least one panel")
+    ncols = n if n <= 3 else (2 if n == 4 else 3)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + 0.7), squeeze=False,
+                             constrained_layout=True)
+    classes = sorted({int(c) for _, y, _ in panels.values() for c in y})
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    color = {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
+    for ax, (name, (z, y, is_forget)) in zip(axes.flat, panels.items()):
+        xy = project_2d(z, method, seed)
+        cols = np.array([color[int(c)] for c in y]).reshape(len(y), 4)
+        forget = np.asarray(is_forget, bool)
+        ax.scatter(xy[~forget, 0], xy[~forget, 1], c=cols[~forget], s=9, alpha=0.6, linewidths=0)
+        # forget samples: a black ring around a class-coloured ring, hollow so retain dots show through
+        ax.scatter(xy[forget, 0], xy[forget, 1], s=26, facecolors="none", edgecolors="black", linewidths=1.3)
+        ax.scatter(xy[forget, 0], xy[forget, 1], s=26, facecolors="none", edgecolors=cols[forget], linewidths=0.7)
+        ax.set_title(name, fontsize=12)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[n:]:
+        fig.delaxes(ax)
+    names = list(class_names) if class_names is not None else [str(c) for c in classes]
+    handles = [Line2D([], [], ls="", marker="o", ms=7, color=color[c], label=names[c] if c < len(names) else str(c))
+               for c in classes]
+    handles += [Line2D([], [], ls="", marker="o", ms=3, color="black", label="retain sample"),
+                Line2D([], [], ls="", marker="o", ms=6, mfc="none", mec="black", mew=1.3, label="forget sample")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def mia_bars(table, title: str = ""):
+    """Member-prediction rates per model as grouped bars; `table` is `cu.mia.mia_table`'s frame
+    (rows: sets, columns: models, percent) or a dict {model: MIAResult}."""
+    if isinstance(table, dict):
+        from cu.mia import mia_table
+
+        table = mia_table(table)
+    rows = [r for r in table.index if not r.startswith("AUC")]
+    models = list(table.columns)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(models) + 1.5), 3.2), constrained_layout=True)
+    width = 0.8 / len(rows)
+    x = np.arange(len(models))
+    for i, r in enumerate(rows):
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, table.loc[r].values, width, label=_math(r), color=f"C{i}")
+    ax.set_xticks(x, models, rotation=30 if len(models) > 5 else 0, ha="right" if len(models) > 5 else "center")
+    ax.set(ylabel="predicted members (%)", ylim=(0, 105), title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    return fig
+
+
+def _math(label: str) -> str:
+    """'D_tr^u' -> mathtext, for the plain-text set names that tables print."""
+    for a, b in (("D_tr^u", r"$D_{tr}^u$"), ("D_tr^r", r"$D_{tr}^r$"), ("D_ts", r"$D_{ts}$")):
+        label = label.replace(a, b)
+    return label
+
+
+def show(fig) -> None:
+    """Display `fig` once as the cell's output and close it. The cell then records the same
+    text output ("<Figure size ... with N Axes>", plus a PNG under the inline backend) whether the
+    kernel draws inline (papermill) or runs with MPLBACKEND=Agg (nbval), so nbval can compare it.
+    Assign `save_figure`'s result (`paths = ...`) rather than ending the cell with `;`: nbval's
+    replay does not honour the semicolon."""
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)

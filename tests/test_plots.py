@@ -1,0 +1,94 @@
+"""Figures return matplotlib Figures with one axis per panel and save as PNG + PDF."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from cu import plots  # noqa: E402
+from cu.data import random_split  # noqa: E402
+from cu.embedding import embedding_sample, project_2d  # noqa: E402
+from cu.mia import MIAResult, mia_table  # noqa: E402
+from cu.models import build_model  # noqa: E402
+
+
+def _panel(rng, n=60, classes=3):
+    y = rng.integers(0, classes, n)
+    z = rng.normal(0, 0.1, (n, 128)) + np.eye(128)[y]  # one cluster per class
+    return z / np.linalg.norm(z, axis=1, keepdims=True), y, np.arange(n) < 10
+
+
+def test_forget_curves_draws_one_line_per_method(tmp_path):
+    fig = plots.forget_curves({"contrastive": [0.9, 0.4, 0.0], "scrub": [1.0] * 40, "none": []}, title="class 5")
+    (ax,) = fig.axes
+    assert len(ax.lines) == 2  # the empty curve is skipped
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [90, 40, 0])
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), [1, 2, 3])
+    paths = plots.save_figure(fig, tmp_path, "fig2")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    plt.close(fig)
+
+
+def test_embedding_panels_one_axis_per_panel(tmp_path):
+    rng = np.random.default_rng(0)
+    panels = {name: _panel(rng) for name in ("original", "contrastive", "neggrad")}
+    fig = plots.embedding_panels(panels, method="pca", class_names=["a", "b", "c"])  # t-SNE: test_project_2d
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["original", "contrastive", "neggrad"]
+    # each panel: a scatter of retain samples, then the forget samples (two rings)
+    assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [50, 10, 10]
+    plots.save_figure(fig, tmp_path, "fig1")
+    assert (tmp_path / "fig1.png").stat().st_size > 0 and (tmp_path / "fig1.pdf").stat().st_size > 0
+    plt.close(fig)
+
+
+def test_embedding_panels_wraps_beyond_four_and_rejects_empty():
+    rng = np.random.default_rng(1)
+    fig = plots.embedding_panels({str(i): _panel(rng, 20) for i in range(5)}, method="pca")
+    assert len(fig.axes) == 5  # 2 x 3 grid, the unused axis removed
+    plt.close(fig)
+    with pytest.raises(ValueError, match="at least one panel"):
+        plots.embedding_panels({})
+
+
+def test_project_2d_shapes_and_errors():
+    z = np.random.default_rng(2).normal(size=(30, 8))
+    assert project_2d(z, "pca").shape == (30, 2)
+    np.testing.assert_allclose(project_2d(z, "tsne", seed=0), project_2d(z, "tsne", seed=0))
+    with pytest.raises(ValueError, match="valid: tsne, pca"):
+        project_2d(z, "umap")
+
+
+def test_embedding_sample_gathers_forget_then_retain(data):
+    torch.manual_seed(0)
+    model = build_model("resnet18", 10, 1, width=4).eval()
+    split = random_split(data, 50, seed=0)
+    z, y, is_forget = embedding_sample(model, data, split, n_retain=40, seed=0)
+    assert z.shape == (90, 128) and y.shape == (90,) and is_forget.sum() == 50
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)  # z is L2-normalised
+    assert set(y[is_forget].tolist()) <= set(data.y_train[split.forget].tolist())
+    z2, _, _ = embedding_sample(model, data, split, n_retain=40, seed=0)
+    np.testing.assert_array_equal(z, z2)
+
+
+def test_mia_bars_from_results(tmp_path):
+    r = MIAResult(0.6, 0.9, 0.8, 0.3, "softmax_sorted", "svc", 180, 180, 100, 0)
+    results = {"original": r, "retrain": r, "contrastive": r}
+    fig = plots.mia_bars(results)
+    (ax,) = fig.axes
+    assert len(ax.patches) == 3 * 3  # three models x (forget, held-out members, held-out non-members)
+    assert sorted(round(p.get_height(), 6) for p in ax.patches)[-1] == 90.0
+    fig2 = plots.mia_bars(mia_table(results))
+    assert len(fig2.axes[0].patches) == 9
+    plots.save_figure(fig, tmp_path, "mia")
+    plt.close("all")
+
+
+def test_show_displays_once_and_closes(capsys):
+    fig = plots.forget_curves({"a": [1.0, 0.5]})
+    plots.show(fig)
+    assert "Figure" in capsys.readouterr().out  # outside a kernel, display prints the repr
+    assert not plt.fignum_exists(fig.number)
