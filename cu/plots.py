@@ -10,11 +10,16 @@ from cu.runtime import atomic_write
 
 
 def save_figure(fig, folder: str | Path, name: str, dpi: int = 150) -> list[Path]:
-    """Save `fig` as `<folder>/<name>.png` and `.pdf` (atomically); returns the paths."""
+    """Save `fig` as `<folder>/<name>.png` and `.pdf` (atomically, without a creation date, so that
+    an unchanged figure gives an unchanged file); returns the paths."""
     paths = []
     for ext in ("png", "pdf"):
-        path = Path(folder) / f"{name}.{ext}"
-        paths.append(atomic_write(path, lambda tmp, ext=ext: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext)))
+        meta = {"CreationDate": None} if ext == "pdf" else None
+
+        def write(tmp, ext=ext, meta=meta):
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=ext, metadata=meta)
+
+        paths.append(atomic_write(Path(folder) / f"{name}.{ext}", write))
     return paths
 
 
