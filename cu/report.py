@@ -24,7 +24,7 @@ TABLES = {
     "sample_unlearning.csv": ("Sample unlearning (Tables 4/5 layout), accuracy %",
                               {"acc_test": "D_ts", "acc_train_forget": "D_tr^u"}, 100),
     "mia.csv": ("Membership inference (Table 6 layout), member-prediction rate %",
-                {"mia_forget": "D_tr^u", "mia_retain": "D_tr^r (held-out members)", "mia_auc": "AUC (%)"}, 1),
+                {"mia_forget": "D_tr^u", "mia_retain": "D_tr^r (held-out members)", "mia_auc": "AUC (%)"}, 1),  # percent already
 }
 
 
@@ -67,7 +67,8 @@ def aggregate(df: pd.DataFrame, metrics: dict, scale: float, extra_keys=()) -> d
     return out
 
 
-def markdown(folder: str | Path) -> str:
+def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
+    """All tables of a profile folder; `attack` = (feature, classifier) keeps one MIA table (the README's)."""
     folder = Path(folder)
     parts = [f"Profile `{folder.name}`: mean over seeds, ± the half-width of a 95 % t-interval where there are "
              f"several seeds. Regenerate with `make all` (default profile) or `python -m cu.report {folder}`."]
@@ -76,8 +77,10 @@ def markdown(folder: str | Path) -> str:
         if not path.exists():
             continue
         df = pd.read_csv(path)
-        extra = ("feature",) if "feature" in df.columns else ()
-        for title, table in aggregate(df, metrics, scale / (100 if name == "mia.csv" else 1), extra).items():
+        if name == "mia.csv" and attack is not None and {"feature", "classifier"} <= set(df.columns):
+            df = df[(df.feature == attack[0]) & (df.classifier == attack[1])]
+        extra = tuple(k for k in ("feature", "classifier") if k in df.columns)  # one table per attack
+        for title, table in aggregate(df, metrics, scale, extra).items():
             parts.append(f"**{heading}** ({title})\n\n{table.to_markdown(disable_numparse=True)}")
     return "\n\n".join(parts) + "\n"
 
@@ -100,7 +103,8 @@ def main():
     text = markdown(args.folder)
     atomic_write(Path(args.folder) / "tables.md", lambda tmp: Path(tmp).write_text(text))
     if args.readme:
-        update_readme(args.readme, text)
+        update_readme(args.readme, markdown(args.folder, attack=("softmax_sorted", "svc")) +
+                      f"\nEvery attack feature and classifier: `{Path(args.folder) / 'tables.md'}`.\n")
     print(text)
 
 

@@ -1,0 +1,32 @@
+import math
+
+import pandas as pd
+import pytest
+
+from cu.report import aggregate, mean_ci, update_readme
+
+
+def test_mean_ci_uses_student_t():
+    v = pd.Series([0.80, 0.82, 0.84])
+    # mean 82.0, sd 2.0, t(0.975, 2) = 4.303 -> half-width 4.303 * 2 / sqrt(3) = 4.97
+    assert mean_ci(v, 100) == f"82.0 ± {4.302652729911275 * 2 / math.sqrt(3):.1f}"
+    assert mean_ci(pd.Series([0.5]), 100) == "50.0"
+
+
+def test_aggregate_keeps_groups_apart():
+    df = pd.DataFrame({"method": ["retrain", "contrastive"] * 2, "dataset": "d", "model": "m", "width": 4,
+                       "seed": [0, 0, 1, 1], "feature": ["loss", "loss", "entropy", "entropy"],
+                       "mia_forget": [10.0, 20.0, 30.0, 40.0]})
+    tables = aggregate(df, {"mia_forget": "D_tr^u"}, 1, ("feature",))
+    assert len(tables) == 2  # one per feature, not averaged across features
+    assert all(list(t.columns) == ["retrain", "contrastive"] for t in tables.values())
+
+
+def test_update_readme_needs_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- results:start -->\nold\n<!-- results:end -->\nb\n")
+    update_readme(readme, "new\n")
+    assert readme.read_text() == "a\n<!-- results:start -->\nnew\n<!-- results:end -->\nb\n"
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="lacks the markers"):
+        update_readme(readme, "x")
