@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-STRIP := $(BIN)/nbstripout --keep-output --extra-keys "metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.widgets"
+STRIP := $(BIN)/nbstripout --keep-output --keep-count --extra-keys "metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.widgets"
 
 .PHONY: all install test unit nbval notebooks benchmark clean-cache
 
@@ -34,7 +34,7 @@ unit: install
 	MPLBACKEND=Agg $(BIN)/python -m pytest tests -q
 
 nbval: install
-	MPLBACKEND=Agg $(BIN)/python -m pytest --nbval notebooks --nbval-current-env \
+	$(BIN)/python -m pytest --nbval notebooks --nbval-current-env \
 	  --sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider
 
 benchmark: install
