@@ -42,7 +42,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import predict, sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, tracking_subset
+from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,7 @@ def boundary_expansion(model: nn.Module, data: DeviceData, split: Split, cfg: Bo
             logits = model(data.x_train[b])
             loss = F.cross_entropy(logits, torch.full((len(b),), c, device=dev))
             step += 1
-            check_finite(loss, "boundary_expansion", step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, "boundary_expansion", step)
             if track is not None:
                 with clock.paused():
                     curve.append(real_class_accuracy(model, data, track, c))

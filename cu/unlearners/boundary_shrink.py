@@ -55,7 +55,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import accuracy, sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, tracking_subset
+from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,7 @@ def boundary_shrink(model: nn.Module, data: DeviceData, split: Split, cfg: Bound
             model.train()
             loss = F.cross_entropy(model(x), target)
             step += 1
-            check_finite(loss, "boundary_shrink", step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, "boundary_shrink", step)
             if track is not None:
                 with clock.paused():
                     curve.append(accuracy(model, data, "train", track))

@@ -51,3 +51,11 @@ def tracking_subset(data: DeviceData, idx: torch.Tensor, k: int, seed: int) -> t
 
 def forget_accuracy(model, data: DeviceData, idx: torch.Tensor) -> float:
     return accuracy(model, data, "train", idx)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, method: str, step: int) -> None:
+    """One gradient step on `loss`, after stopping the method if the loss is not finite."""
+    check_finite(loss, method, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()

@@ -40,7 +40,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import accuracy, sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, tracking_subset
+from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,7 @@ def contrastive(model: nn.Module, data: DeviceData, split: Split, cfg: Contrasti
                 l_ce = F.cross_entropy(logits[len(xb):], data.y_train[rb])
                 loss = cfg.lambda_ul * l_ul + cfg.lambda_ce * l_ce
                 step += 1
-                check_finite(loss, "contrastive", step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                optimizer_step(opt, loss, "contrastive", step)
             n_batches += 1
             if track is not None:
                 with clock.paused():

@@ -33,7 +33,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import accuracy, sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, tracking_subset
+from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,7 @@ def finetune(model: nn.Module, data: DeviceData, split: Split, cfg: FinetuneConf
                 prox = sum((p - p0).pow(2).sum() for p, p0 in zip(model.parameters(), anchor))
                 loss = loss + 0.5 * cfg.l2_to_original * prox
             step += 1
-            check_finite(loss, "finetune", step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, "finetune", step)
         if track is not None:
             with clock.paused():
                 per_epoch.append(accuracy(model, data, "train", track))

@@ -39,7 +39,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import accuracy, sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, tracking_subset
+from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
 from cu.unlearners.contrastive import termination
 
 
@@ -75,10 +75,7 @@ def neggrad(model: nn.Module, data: DeviceData, split: Split, cfg: NegGradConfig
             fb = fb.to(dev)
             loss = -F.cross_entropy(model(data.x_train[fb]), data.y_train[fb])
             step += 1
-            check_finite(loss, "neggrad", step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(opt, loss, "neggrad", step)
             if track is not None:
                 with clock.paused():
                     curve.append(accuracy(model, data, "train", track))

@@ -39,7 +39,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import accuracy, sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, tracking_subset
+from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,7 @@ def scrub(model: nn.Module, data: DeviceData, split: Split, cfg: ScrubConfig,
         else:
             loss = cfg.gamma * F.cross_entropy(logits, data.y_train[b]) + cfg.alpha * kl
         step += 1
-        check_finite(loss, "scrub", step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss, "scrub", step)
         losses[kind].append(loss.detach())
         if track is not None:
             with clock.paused():

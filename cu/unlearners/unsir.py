@@ -54,7 +54,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import accuracy
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, tracking_subset
+from cu.unlearners.common import Stopwatch, check_finite, optimizer_step, tracking_subset
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,7 @@ def unsir(model: nn.Module, data: DeviceData, split: Split, cfg: UnsirConfig,
                 model.train()
                 loss = F.cross_entropy(model(x), y)
                 step += 1
-                check_finite(loss, f"unsir ({kind})", step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                optimizer_step(opt, loss, f"unsir ({kind})", step)
                 if track is not None:
                     with clock.paused():
                         curve.append(accuracy(model, data, "train", track))
