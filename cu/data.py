@@ -207,7 +207,9 @@ class Split:
         return torch.cat([self.test_forget, self.test_retain]).sort().values
 
     def describe(self) -> str:
-        what = f"class {self.forget_class}" if self.task == "class" else f"{len(self.forget)} random samples (seed {self.seed})"
+        what = (f"class {self.forget_class}" if self.task == "class" else
+                f"{len(self.forget)} random samples (seed {self.seed})" if self.seed is not None else
+                f"{len(self.forget)} given samples")
         return (f"forget {what}: |D_tr^u|={len(self.forget)}, |D_tr^r|={len(self.retain)}, "
                 f"|D_ts^u|={len(self.test_forget)}, |D_ts^r|={len(self.test_retain)}")
 
@@ -249,11 +251,50 @@ def random_split(data: Dataset | DeviceData, n: int, seed: int = 0) -> Split:
                  torch.arange(len(y_te)), data.num_classes, seed=seed)
 
 
-def make_split(data, task: str, forget_class: int = 5, n_forget: int = 100, seed: int = 0) -> Split:
-    """`task`='class' -> class_split(forget_class); 'sample' -> random_split(n_forget, seed)."""
+def index_split(data: Dataset | DeviceData, indices) -> Split:
+    """Sample unlearning of the training samples at `indices` (a list of ints, a tensor or array).
+
+    Each index must be a distinct position in 0..n_train-1, and at least one sample must be retained.
+    """
+    if isinstance(indices, str):
+        import yaml
+
+        indices = yaml.safe_load(indices)
+    if torch.is_tensor(indices) or isinstance(indices, np.ndarray):
+        indices = indices.tolist()
+    if isinstance(indices, int) or not isinstance(indices, (list, tuple)):
+        raise TypeError(f"forget_indices={indices!r}: expected a list of training-set positions, e.g. [3, 17, 42]")
+    idx = [as_int(i, "forget_indices[]") for i in indices]
+    y_tr, y_te = _labels(data)
+    n = len(y_tr)
+    if not idx:
+        raise ValueError("forget_indices is empty: give at least one training-set position to forget")
+    bad = sorted({i for i in idx if not 0 <= i < n})
+    if bad:
+        raise ValueError(f"forget_indices {bad[:10]} are out of range: {data.name} has training positions 0..{n - 1}")
+    seen, dup = set(), set()
+    for i in idx:
+        (dup if i in seen else seen).add(i)
+    if dup:
+        raise ValueError(f"forget_indices {sorted(dup)[:10]} appear more than once: list each sample once")
+    if len(seen) == n:
+        raise ValueError(f"forget_indices cover all {n} training samples: at least one must be retained")
+    forget = torch.tensor(sorted(seen), dtype=torch.long)
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[forget] = False
+    return Split("sample", forget, torch.nonzero(mask).flatten(), torch.empty(0, dtype=torch.long),
+                 torch.arange(len(y_te)), data.num_classes)
+
+
+def make_split(data, task: str, forget_class: int = 5, n_forget: int = 100, seed: int = 0,
+               forget_indices=None) -> Split:
+    """`task`='class' -> class_split(forget_class); 'sample' -> random_split(n_forget, seed), or
+    index_split(forget_indices) when explicit indices are given."""
     if task == "class":
         return class_split(data, forget_class)
     if task == "sample":
+        if forget_indices is not None:
+            return index_split(data, forget_indices)
         return random_split(data, n_forget, seed)
     raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
 

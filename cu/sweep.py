@@ -62,15 +62,16 @@ def run_point(spec: dict, point: dict, dry_run: bool = False) -> tuple[str, str]
             continue
         cmd = [sys.executable, "-m", "papermill", f"notebooks/{nb}.ipynb", str(out_dir / f"{nb}.ipynb"),
                "-f", f"configs/{spec['profile']}.yaml", "-y", yaml.safe_dump(params), "--cwd", "notebooks",
-               "-k", "python3", "--no-progress-bar"]
+               "-k", "python3", "--no-progress-bar", "--log-output"]
         if dry_run:
             print(" ".join(cmd[:6]), "...", params)
             continue
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        (out_dir / f"{nb}.log").write_text(proc.stdout + proc.stderr)
+        log = out_dir / f"{nb}.log"  # written as the notebook runs: `tail -f` it to follow a run
+        with open(log, "w") as fh:
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return name, f"{nb} failed (log: {out_dir / (nb + '.log')}): {' | '.join(tail)}"
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            return name, f"{nb} failed (log: {log}): {' | '.join(tail)}"
         done.write_text("ok\n")
         status = "ok"
     return name, status

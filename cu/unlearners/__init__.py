@@ -85,7 +85,11 @@ def run(name: str, original: nn.Module, data: DeviceData, split: Split, config=N
         raise ValueError(f"{name} is a {'/'.join(u.tasks)} unlearning method; the split is for {split.task} "
                          f"unlearning. Methods for {split.task}: {', '.join(names(split.task))}")
     if len(split.retain) == 0:
-        raise ValueError("the split retains no training samples: nothing to keep the model on")
+        raise ValueError("the split retains no training samples: nothing to keep the model on; "
+                         "forget fewer samples or another class")
+    if len(split.forget) == 0:
+        raise ValueError("the split forgets no training samples: nothing to unlearn; check forget_class / "
+                         "n_forget / forget_indices")
     cfg = config if config is not None else make_config(name, **overrides)
     model = copy.deepcopy(original)
     t0 = time.perf_counter()

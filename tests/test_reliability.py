@@ -1,0 +1,146 @@
+"""Reliability: explicit forget indices, empty splits, and interruption of a real training run."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import cu.unlearners as U
+from cu.data import Split, index_split, make_split
+from cu.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_index_split_partitions(data):
+    s = index_split(data, [5, 3, 900])
+    assert s.forget.tolist() == [3, 5, 900] and s.task == "sample"
+    assert len(s.forget) + len(s.retain) == len(data.y_train)
+    assert set(s.forget.tolist()).isdisjoint(s.retain.tolist())
+    assert make_split(data, "sample", forget_indices="[3, 5, 900]").forget.tolist() == [3, 5, 900]
+    assert "3 given samples" in s.describe()
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([1, 2, 2], r"\[2\] appear more than once"),
+    ([0, 1437], r"\[1437\] are out of range: digits has training positions 0\.\.1436"),
+    ([-1], r"\[-1\] are out of range"),
+    ([], "forget_indices is empty"),
+    ([1, "x"], "forget_indices"),
+    (7, "expected a list of training-set positions"),
+])
+def test_index_split_rejects_bad_indices(data, bad, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        index_split(data, bad)
+
+
+def test_index_split_must_retain_something(data):
+    with pytest.raises(ValueError, match="at least one must be retained"):
+        index_split(data, list(range(len(data.y_train))))
+
+
+def test_unlearning_an_empty_retain_or_forget_set_is_refused(data):
+    original = build_model("resnet18", 10, 1, width=4)  # refused before any training: any model will do
+    n = len(data.y_train)
+    everything, nothing = torch.arange(n), torch.empty(0, dtype=torch.long)
+    test = torch.arange(len(data.y_test))
+    no_retain = Split("sample", everything, nothing, nothing, test, data.num_classes)
+    with pytest.raises(ValueError, match="retains no training samples"):
+        U.run("contrastive", original, data, no_retain)
+    no_forget = Split("sample", nothing, everything, nothing, test, data.num_classes)
+    with pytest.raises(ValueError, match="forgets no training samples"):
+        U.run("finetune", original, data, no_forget)
+
+
+# A real training run in a child process: the Original of a tiny recipe, cached in argv[1]. With argv[2]
+# set, it announces the optimiser step it reached so that the parent can kill it mid-training.
+CHILD = textwrap.dedent("""
+    import sys, torch
+    torch.set_num_threads(1)
+    from cu.data import load_dataset
+    from cu.training import TrainConfig, train_cached
+    if len(sys.argv) > 2:
+        step, n = torch.optim.SGD.step, [0]
+        def announcing(self, *a, **k):
+            n[0] += 1
+            if n[0] == int(sys.argv[2]):
+                print("step", n[0], flush=True)
+            return step(self, *a, **k)
+        torch.optim.SGD.step = announcing
+    data = load_dataset("digits").to("cpu")
+    model, _ = train_cached(data, "resnet18", 4, 1, TrainConfig(epochs=4, lr=0.05, seed=0), cache_dir=sys.argv[1],
+                            progress=False)
+    print("sum", sum(float(p.double().sum()) for p in model.state_dict().values()), flush=True)
+""")
+
+
+def _child(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], stdout=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT, **kw)
+
+
+def test_killing_a_training_run_leaves_no_checkpoint_and_a_rerun_gives_the_same_model(tmp_path):
+    killed = tmp_path / "killed"
+    proc = _child(killed, 20)  # 4 epochs of 12 steps: killed in epoch 2
+    assert proc.stdout.readline().strip() == "step 20"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not list(killed.glob("*.pt")), "a killed run must not leave a checkpoint behind"
+
+    rerun = _child(killed)
+    out_rerun = rerun.communicate(timeout=300)[0]
+    fresh = _child(tmp_path / "fresh")
+    out_fresh = fresh.communicate(timeout=300)[0]
+    assert rerun.returncode == 0 and fresh.returncode == 0
+    assert out_rerun.split() == out_fresh.split()  # same parameters, bit for bit
+    assert len(list(killed.glob("*.pt"))) == 1
+
+    loaded = _child(killed)  # a third run loads the cached model instead of training
+    assert loaded.communicate(timeout=300)[0].split() == out_fresh.split()
+
+
+def test_an_interrupted_sweep_resumes_after_its_last_finished_notebook(tmp_path, monkeypatch):
+    import cu.sweep as S
+
+    monkeypatch.setattr(S, "ROOT", tmp_path)
+    spec = {"profile": "p", "notebooks": ["01_a", "02_b"], "grid": {"SEED": [0]}, "parameters": {}}
+    calls = []
+
+    def interrupted(cmd, **kw):
+        calls.append(cmd[3])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the sweep is stopped while the second notebook runs
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(S.subprocess, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_point(spec, {"SEED": 0})
+    out = tmp_path / "runs" / "p" / "seed-0"
+    assert (out / "01_a.done").exists() and not (out / "02_b.done").exists()
+
+    calls.clear()
+    monkeypatch.setattr(S.subprocess, "run", lambda cmd, **kw: calls.append(cmd[3]) or
+                        subprocess.CompletedProcess(cmd, 0))
+    assert S.run_point(spec, {"SEED": 0}) == ("seed-0", "ok")
+    assert calls == ["notebooks/02_b.ipynb"]  # the finished notebook is not run again
+
+
+def test_a_failed_notebook_is_reported_with_its_log(tmp_path, monkeypatch):
+    import cu.sweep as S
+
+    monkeypatch.setattr(S, "ROOT", tmp_path)
+    spec = {"profile": "p", "notebooks": ["01_a"], "grid": {"SEED": [1]}, "parameters": {}}
+
+    def failing(cmd, stdout=None, **kw):
+        stdout.write("Traceback\nValueError: forget_class=12 is out of range\n")
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(S.subprocess, "run", failing)
+    name, status = S.run_point(spec, {"SEED": 1})
+    assert "01_a failed" in status and "forget_class=12 is out of range" in status
+    assert not (tmp_path / "runs" / "p" / "seed-1" / "01_a.done").exists()
