@@ -85,7 +85,9 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def update_readme(readme: str | Path, text: str, start="<!-- results:start -->", end="<!-- results:end -->") -> None:
+def update_readme(readme: str | Path, text: str, profile: str = "default") -> None:
+    """Replace the README's section of `profile`, between `<!-- results:PROFILE:start -->` and `...:end -->`."""
+    start, end = f"<!-- results:{profile}:start -->", f"<!-- results:{profile}:end -->"
     readme = Path(readme)
     body = readme.read_text()
     if start not in body or end not in body:
@@ -104,7 +106,8 @@ def main():
     atomic_write(Path(args.folder) / "tables.md", lambda tmp: Path(tmp).write_text(text))
     if args.readme:
         update_readme(args.readme, markdown(args.folder, attack=("softmax_sorted", "svc")) +
-                      f"\nEvery attack feature and classifier: `{Path(args.folder) / 'tables.md'}`.\n")
+                      f"\nEvery attack feature and classifier: `{Path(args.folder) / 'tables.md'}`.\n",
+                      profile=Path(args.folder).name)
     print(text)
 
 

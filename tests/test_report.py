@@ -24,9 +24,13 @@ def test_aggregate_keeps_groups_apart():
 
 def test_update_readme_needs_markers(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text("a\n<!-- results:start -->\nold\n<!-- results:end -->\nb\n")
+    other = "<!-- results:cifar10-cpu:start -->\nkept\n<!-- results:cifar10-cpu:end -->\n"
+    readme.write_text("a\n<!-- results:default:start -->\nold\n<!-- results:default:end -->\n" + other + "b\n")
     update_readme(readme, "new\n")
-    assert readme.read_text() == "a\n<!-- results:start -->\nnew\n<!-- results:end -->\nb\n"
+    assert readme.read_text() == ("a\n<!-- results:default:start -->\nnew\n<!-- results:default:end -->\n"
+                                  + other + "b\n")
+    update_readme(readme, "cpu\n", profile="cifar10-cpu")
+    assert "<!-- results:cifar10-cpu:start -->\ncpu\n<!-- results:cifar10-cpu:end -->" in readme.read_text()
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="lacks the markers"):
         update_readme(readme, "x")
