@@ -63,6 +63,9 @@ def atomic_write(path: str | Path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600); give the file the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
