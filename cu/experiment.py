@@ -54,10 +54,13 @@ PAPER_METHODS = {
 }
 
 
-def method_list(methods, task: str) -> list[str]:
+def method_list(methods, task: str, skip_other_tasks: bool = False) -> list[str]:
     """METHODS as given, always with 'retrain' first. None: the paper's methods for `task` that are
     registered; 'all': every method registered for `task`; a list; or a string such as
-    'contrastive,finetune' or '["contrastive"]', as papermill's -p passes it."""
+    'contrastive,finetune' or '["contrastive"]', as papermill's -p passes it.
+
+    A listed method that does not do `task` is an error, or is left out with `skip_other_tasks`
+    (notebooks that cover both tasks with one METHODS list)."""
     import yaml
 
     from cu import unlearners
@@ -72,7 +75,11 @@ def method_list(methods, task: str) -> list[str]:
     if not isinstance(methods, (list, tuple)):
         raise TypeError(f"METHODS={methods!r}: expected a list of method names, e.g. ['contrastive', 'finetune']")
     for m in methods:
-        u = unlearners.get(m)  # unknown names: error listing the valid ones
+        unlearners.get(m)  # unknown names: error listing the valid ones
+    if skip_other_tasks:
+        methods = [m for m in methods if task in unlearners.get(m).tasks]
+    for m in methods:
+        u = unlearners.get(m)
         if task not in u.tasks:
             raise ValueError(f"METHODS: {m} does not do {task} unlearning; methods for {task}: "
                              f"{', '.join(unlearners.names(task))}")

@@ -144,3 +144,18 @@ def test_a_failed_notebook_is_reported_with_its_log(tmp_path, monkeypatch):
     name, status = S.run_point(spec, {"SEED": 1})
     assert "01_a failed" in status and "forget_class=12 is out of range" in status
     assert not (tmp_path / "runs" / "p" / "seed-1" / "01_a.done").exists()
+
+
+def test_method_list_parses_papermill_values_and_checks_tasks():
+    from cu.experiment import PAPER_METHODS, method_list
+
+    assert method_list(None, "sample") == ["retrain"] + PAPER_METHODS["sample"]
+    assert method_list('["contrastive"]', "class") == ["retrain", "contrastive"]
+    assert method_list("contrastive, neggrad", "sample") == ["retrain", "contrastive", "neggrad"]
+    with pytest.raises(ValueError, match="unsir does not do sample unlearning"):
+        method_list(["contrastive", "unsir"], "sample")
+    assert method_list(["contrastive", "unsir"], "sample", skip_other_tasks=True) == ["retrain", "contrastive"]
+    with pytest.raises(ValueError, match="unknown unlearning method .contrastiv.; valid names: boundary_expansion"):
+        method_list(["contrastiv"], "class", skip_other_tasks=True)
+    with pytest.raises(TypeError, match="expected a list of method names"):
+        method_list(5, "class")
