@@ -1,4 +1,6 @@
 """Algorithm 1 (contrastive unlearning), Retrain, and the registry, on digits."""
+import math
+
 import pytest
 import torch
 
@@ -66,6 +68,10 @@ def test_cap_and_check_every(data, original, class5):
     _, fine = U.run("contrastive", original, data, class5, lr=1e-2, max_passes=5, check_every=1, track_size=0)
     assert fine.stopped == "condition"
     assert [c["batch"] for c in fine.extra["checks"]] == list(range(1, fine.extra["forget_batches"] + 1))
+    # over several passes: one check per forget batch, none repeated at a pass's end
+    _, slow = U.run("contrastive", original, data, class5, lr=1e-6, max_passes=2, check_every=1, track_size=0)
+    assert slow.passes == 2 and slow.extra["forget_batches"] == 2 * math.ceil(len(class5.forget) / 64)
+    assert [c["batch"] for c in slow.extra["checks"]] == list(range(1, slow.extra["forget_batches"] + 1))
 
 
 def test_sample_unlearning_eq9(data, original):

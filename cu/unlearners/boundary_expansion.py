@@ -42,7 +42,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import predict, sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
+from cu.unlearners.common import ForgetCurve, Stopwatch, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,15 @@ def boundary_expansion(model: nn.Module, data: DeviceData, split: Split, cfg: Bo
                        progress: bool = False) -> tuple[nn.Module, Record]:
     gen = set_seed(cfg.seed)
     dev = data.device
-    track = tracking_subset(data, split.forget, cfg.track_size, cfg.seed) if cfg.track_size else None
     clock = Stopwatch()
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        lambda m, d, idx: real_class_accuracy(m, d, idx, c))
     narrow = last_linear(model)
     c = narrow.out_features
     wide = widened(narrow)
     model.classifier[-1] = wide
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    curve, step = [], 0
+    step = 0
     bar = tqdm(total=cfg.epochs, desc="boundary_expansion", disable=not progress, leave=False)
     for _ in range(cfg.epochs):
         for b in batches(split.forget, cfg.batch_size, gen):
@@ -105,9 +106,7 @@ def boundary_expansion(model: nn.Module, data: DeviceData, split: Split, cfg: Bo
             loss = F.cross_entropy(logits, torch.full((len(b),), c, device=dev))
             step += 1
             optimizer_step(opt, loss, "boundary_expansion", step)
-            if track is not None:
-                with clock.paused():
-                    curve.append(real_class_accuracy(model, data, track, c))
+            curve(model)
         bar.update(1)
     bar.close()
     with clock.paused():
@@ -119,5 +118,5 @@ def boundary_expansion(model: nn.Module, data: DeviceData, split: Split, cfg: Bo
     model.classifier[-1] = narrow
     model.eval()
     return model, Record("boundary_expansion", split.task, seconds=clock.stop(), passes=cfg.epochs,
-                         stopped="fixed", curve=tuple(curve), hparams=asdict(cfg),
+                         stopped="fixed", curve=tuple(curve.points), hparams=asdict(cfg),
                          extra={"steps": step, "shadow_rate": shadow_rate})

@@ -53,9 +53,9 @@ from tqdm import tqdm
 from cu.data import DeviceData, Split, batches
 from cu.results import Record
 from cu.runtime import set_seed
-from cu.training import accuracy, sgd
+from cu.training import sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
+from cu.unlearners.common import ForgetCurve, Stopwatch, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,11 @@ def boundary_shrink(model: nn.Module, data: DeviceData, split: Split, cfg: Bound
                     progress: bool = False) -> tuple[nn.Module, Record]:
     gen = set_seed(cfg.seed)
     dev = data.device
-    track = tracking_subset(data, split.forget, cfg.track_size, cfg.seed) if cfg.track_size else None
     clock = Stopwatch()
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
     frozen = copy.deepcopy(model).eval().requires_grad_(False)  # F_o: the Original, fixed
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    curve, step, seen = [], 0, 0
+    step, seen = 0, 0
     crossed_sum = torch.zeros((), dtype=torch.long, device=dev)  # on device: no host sync per step
     last_pass = torch.zeros(data.num_classes, dtype=torch.long, device=dev)
     bar = tqdm(total=cfg.epochs, desc="boundary_shrink", disable=not progress, leave=False)
@@ -115,13 +115,11 @@ def boundary_shrink(model: nn.Module, data: DeviceData, split: Split, cfg: Bound
             loss = F.cross_entropy(model(x), target)
             step += 1
             optimizer_step(opt, loss, "boundary_shrink", step)
-            if track is not None:
-                with clock.paused():
-                    curve.append(accuracy(model, data, "train", track))
+            curve(model)
         bar.update(1)
     bar.close()
     model.eval()
     return model, Record("boundary_shrink", split.task, seconds=clock.stop(), passes=cfg.epochs, stopped="fixed",
-                         curve=tuple(curve), hparams=asdict(cfg),
+                         curve=tuple(curve.points), hparams=asdict(cfg),
                          extra={"steps": step, "attack_success": int(crossed_sum) / max(seen, 1),
                                 "relabel_counts": last_pass.tolist()})

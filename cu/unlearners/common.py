@@ -49,6 +49,28 @@ def tracking_subset(data: DeviceData, idx: torch.Tensor, k: int, seed: int) -> t
     return sample(idx, k, torch.Generator().manual_seed(seed + 7919)).sort().values
 
 
+class ForgetCurve:
+    """Figure 2's curve: forget accuracy on a fixed subset of D_tr^u (`tracking_subset`, `size`
+    samples; 0 turns it off), measured with the method's stopwatch paused. Call it with the model
+    after each step of interest, with an optional `label` of the step (kept in `labels`, one per point);
+    `measure(model, data, idx)` defaults to the training-set accuracy."""
+
+    def __init__(self, data: DeviceData, forget: torch.Tensor, size: int, seed: int, clock: Stopwatch,
+                 measure=None):
+        self.data, self.clock = data, clock
+        self.idx = tracking_subset(data, forget, size, seed) if size else None
+        self.measure = measure or forget_accuracy
+        self.points: list[float] = []
+        self.labels: list[str] = []
+
+    def __call__(self, model, label: str | None = None) -> None:
+        if self.idx is not None:
+            with self.clock.paused():
+                self.points.append(self.measure(model, self.data, self.idx))
+            if label is not None:
+                self.labels.append(label)
+
+
 def forget_accuracy(model, data: DeviceData, idx: torch.Tensor) -> float:
     return accuracy(model, data, "train", idx)
 

@@ -40,7 +40,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import accuracy, sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
+from cu.unlearners.common import ForgetCurve, Stopwatch, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,11 @@ def contrastive(model: nn.Module, data: DeviceData, split: Split, cfg: Contrasti
     eval_gen = torch.Generator().manual_seed(cfg.seed + 1)
     eval_u = sample(split.forget, cfg.eval_size, eval_gen).sort().values
     eval_ts = sample(split.test, cfg.eval_size, eval_gen).sort().values
-    track = tracking_subset(data, split.forget, cfg.track_size, cfg.seed) if cfg.track_size else None
     dev = data.device
-    curve, checks, step, n_batches = [], [], 0, 0
+    checks, step, n_batches = [], 0, 0
     stopped, passes = "max_passes", 0
     clock = Stopwatch()
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
     bar = tqdm(total=cfg.max_passes, desc="contrastive", disable=not progress, leave=False)
     for passes in range(1, cfg.max_passes + 1):
         holds = False
@@ -114,15 +114,14 @@ def contrastive(model: nn.Module, data: DeviceData, split: Split, cfg: Contrasti
                 step += 1
                 optimizer_step(opt, loss, "contrastive", step)
             n_batches += 1
-            if track is not None:
-                with clock.paused():
-                    curve.append(accuracy(model, data, "train", track))
+            curve(model)
             if cfg.check_every and n_batches % cfg.check_every == 0:
                 holds, acc = termination(model, data, split, eval_u, eval_ts, cfg.eq9_z)
                 checks.append({"batch": n_batches, **acc})
                 if holds:
                     break
-        if not holds:  # the paper's check, after the pass
+        if not holds and not (cfg.check_every and n_batches % cfg.check_every == 0):
+            # the paper's check, after the pass (unless the last forget batch was just checked)
             holds, acc = termination(model, data, split, eval_u, eval_ts, cfg.eq9_z)
             checks.append({"batch": n_batches, **acc})
         bar.update(1)
@@ -132,5 +131,5 @@ def contrastive(model: nn.Module, data: DeviceData, split: Split, cfg: Contrasti
     bar.close()
     model.eval()
     return model, Record("contrastive", split.task, seconds=clock.stop(), passes=passes, stopped=stopped,
-                         curve=tuple(curve), hparams={**asdict(cfg), "batch_size": bs, "retain_batch_size": rbs},
+                         curve=tuple(curve.points), hparams={**asdict(cfg), "batch_size": bs, "retain_batch_size": rbs},
                          extra={"forget_batches": n_batches, "steps": step, "checks": checks})

@@ -30,9 +30,9 @@ from tqdm import tqdm
 from cu.data import DeviceData, Split, batches
 from cu.results import Record
 from cu.runtime import set_seed
-from cu.training import accuracy, sgd
+from cu.training import sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
+from cu.unlearners.common import ForgetCurve, Stopwatch, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ def finetune(model: nn.Module, data: DeviceData, split: Split, cfg: FinetuneConf
     gen = set_seed(cfg.seed)
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     anchor = [p.detach().clone() for p in model.parameters()] if cfg.l2_to_original else None
-    track = tracking_subset(data, split.forget, cfg.track_size, cfg.seed) if cfg.track_size else None
     dev = data.device
-    per_epoch, step = [], 0
+    step = 0
     clock = Stopwatch()
+    per_epoch = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
     for _ in tqdm(range(cfg.epochs), desc="finetune", disable=not progress, leave=False):
         model.train()
         for rb in batches(split.retain, cfg.batch_size, gen):
@@ -67,9 +67,7 @@ def finetune(model: nn.Module, data: DeviceData, split: Split, cfg: FinetuneConf
                 loss = loss + 0.5 * cfg.l2_to_original * prox
             step += 1
             optimizer_step(opt, loss, "finetune", step)
-        if track is not None:
-            with clock.paused():
-                per_epoch.append(accuracy(model, data, "train", track))
+        per_epoch(model)
     model.eval()
     return model, Record("finetune", split.task, seconds=clock.stop(), passes=cfg.epochs, stopped="fixed",
-                         hparams=asdict(cfg), extra={"steps": step, "forget_acc_per_epoch": per_epoch})
+                         hparams=asdict(cfg), extra={"steps": step, "forget_acc_per_epoch": per_epoch.points})

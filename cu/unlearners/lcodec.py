@@ -73,7 +73,7 @@ from cu.results import Record
 from cu.runtime import set_seed
 from cu.training import accuracy
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, tracking_subset
+from cu.unlearners.common import ForgetCurve, Stopwatch, check_finite
 
 
 @dataclass(frozen=True)
@@ -272,9 +272,9 @@ def lcodec(model: nn.Module, data: DeviceData, split: Split, cfg: LcodecConfig,
     lam = cfg.l2_reg
     eval_ts = (sample(split.test, cfg.eval_size, torch.Generator().manual_seed(cfg.seed + 1)).sort().values
                if cfg.eval_size > 0 else None)
-    track = tracking_subset(data, split.forget, cfg.track_size, cfg.seed) if cfg.track_size else None
     model.eval()
     clock = Stopwatch()
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
 
     # the "old" full-training-set finite-difference Hessian, fixed for all scrubs
     hd = sample(torch.arange(n), cfg.hessian_size, gen).sort().values.to(dev)
@@ -285,7 +285,7 @@ def lcodec(model: nn.Module, data: DeviceData, split: Split, cfg: LcodecConfig,
     prev_acc = accuracy(model, data, "test", eval_ts) if eval_ts is not None else float("nan")
 
     unit_name = {id(mod): name for name, mod in model.named_modules()}
-    curve, selected, reverted, scrubs = [], [], 0, 0
+    selected, reverted, scrubs = [], 0, 0
     sigma = 0.0
     for ub in tqdm(list(batches(split.forget, cfg.scrub_batch_size, gen)), desc="lcodec",
                    disable=not progress, leave=False):
@@ -331,12 +331,10 @@ def lcodec(model: nn.Module, data: DeviceData, split: Split, cfg: LcodecConfig,
                 reverted += 1
             else:
                 prev_acc = acc
-        if track is not None:
-            with clock.paused():
-                curve.append(accuracy(model, data, "train", track))
+        curve(model)
     model.eval()
     n_sel = [len(s) for s in selected]
     extra = {"scrubs": scrubs, "reverted": reverted, "sigma": sigma,
              "selected_units_mean": sum(n_sel) / max(1, len(n_sel)), "selected": selected}
     return model, Record("lcodec", split.task, seconds=clock.stop(), passes=1, stopped="fixed",
-                         curve=tuple(curve), hparams=asdict(cfg), extra=extra)
+                         curve=tuple(curve.points), hparams=asdict(cfg), extra=extra)

@@ -37,9 +37,9 @@ from tqdm import tqdm
 from cu.data import DeviceData, Split, batches, sample
 from cu.results import Record
 from cu.runtime import set_seed
-from cu.training import accuracy, sgd
+from cu.training import sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
+from cu.unlearners.common import ForgetCurve, Stopwatch, optimizer_step
 from cu.unlearners.contrastive import termination
 
 
@@ -64,11 +64,11 @@ def neggrad(model: nn.Module, data: DeviceData, split: Split, cfg: NegGradConfig
     eval_gen = torch.Generator().manual_seed(cfg.seed + 1)  # the same D_eval as `contrastive`
     eval_u = sample(split.forget, cfg.eval_size, eval_gen).sort().values
     eval_ts = sample(split.test, cfg.eval_size, eval_gen).sort().values
-    track = tracking_subset(data, split.forget, cfg.track_size, cfg.seed) if cfg.track_size else None
     dev = data.device
-    curve, checks, step = [], [], 0
+    checks, step = [], 0
     stopped, passes = "max_passes", 0
     clock = Stopwatch()
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
     for passes in tqdm(range(1, cfg.max_passes + 1), desc="neggrad", disable=not progress, leave=False):
         for fb in batches(split.forget, cfg.batch_size, gen):
             model.train()
@@ -76,9 +76,7 @@ def neggrad(model: nn.Module, data: DeviceData, split: Split, cfg: NegGradConfig
             loss = -F.cross_entropy(model(data.x_train[fb]), data.y_train[fb])
             step += 1
             optimizer_step(opt, loss, "neggrad", step)
-            if track is not None:
-                with clock.paused():
-                    curve.append(accuracy(model, data, "train", track))
+            curve(model)
         if cfg.stop_when_unlearned:
             holds, acc = termination(model, data, split, eval_u, eval_ts)
             checks.append({"pass": passes, **acc})
@@ -87,4 +85,4 @@ def neggrad(model: nn.Module, data: DeviceData, split: Split, cfg: NegGradConfig
                 break
     model.eval()
     return model, Record("neggrad", split.task, seconds=clock.stop(), passes=passes, stopped=stopped,
-                         curve=tuple(curve), hparams=asdict(cfg), extra={"steps": step, "checks": checks})
+                         curve=tuple(curve.points), hparams=asdict(cfg), extra={"steps": step, "checks": checks})

@@ -37,9 +37,9 @@ from tqdm import tqdm
 from cu.data import DeviceData, Split, batches
 from cu.results import Record
 from cu.runtime import set_seed
-from cu.training import accuracy, sgd
+from cu.training import sgd
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, optimizer_step, tracking_subset
+from cu.unlearners.common import ForgetCurve, Stopwatch, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,11 @@ def scrub(model: nn.Module, data: DeviceData, split: Split, cfg: ScrubConfig,
           progress: bool = False) -> tuple[nn.Module, Record]:
     gen = set_seed(cfg.seed)
     dev = data.device
-    track = tracking_subset(data, split.forget, cfg.track_size, cfg.seed) if cfg.track_size else None
     clock = Stopwatch()
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    curve, phase, step = [], [], 0
+    step = 0
     losses = {"max": [], "min": []}
 
     def update(b: torch.Tensor, kind: str) -> None:
@@ -95,10 +95,7 @@ def scrub(model: nn.Module, data: DeviceData, split: Split, cfg: ScrubConfig,
         step += 1
         optimizer_step(opt, loss, "scrub", step)
         losses[kind].append(loss.detach())
-        if track is not None:
-            with clock.paused():
-                curve.append(accuracy(model, data, "train", track))
-                phase.append(kind)
+        curve(model, kind)
 
     bar = tqdm(total=cfg.epochs, desc="scrub", disable=not progress, leave=False)
     for epoch in range(1, cfg.epochs + 1):
@@ -116,7 +113,7 @@ def scrub(model: nn.Module, data: DeviceData, split: Split, cfg: ScrubConfig,
     seconds = clock.stop()
     mean = lambda v: float(torch.stack(v).mean()) if v else float("nan")  # noqa: E731
     return model, Record("scrub", split.task, seconds=seconds, passes=cfg.epochs, stopped="fixed",
-                         curve=tuple(curve), hparams=asdict(cfg),
+                         curve=tuple(curve.points), hparams=asdict(cfg),
                          extra={"steps": step, "forget_passes": min(cfg.msteps, cfg.epochs),
-                                "curve_phase": phase, "mean_max_loss": mean(losses["max"]),
+                                "curve_phase": curve.labels, "mean_max_loss": mean(losses["max"]),
                                 "mean_min_loss": mean(losses["min"])})

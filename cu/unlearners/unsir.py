@@ -52,9 +52,8 @@ from tqdm import tqdm
 from cu.data import DeviceData, Split, batches, sample
 from cu.results import Record
 from cu.runtime import set_seed
-from cu.training import accuracy
 from cu.unlearners import register
-from cu.unlearners.common import Stopwatch, check_finite, optimizer_step, tracking_subset
+from cu.unlearners.common import ForgetCurve, Stopwatch, check_finite, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -110,12 +109,12 @@ def unsir(model: nn.Module, data: DeviceData, split: Split, cfg: UnsirConfig,
     gen = set_seed(cfg.seed)
     dev = data.device
     u = split.forget_class
-    track = tracking_subset(data, split.forget, cfg.track_size, cfg.seed) if cfg.track_size else None
     clock = Stopwatch()
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
     noise, noise_ce = learn_noise(model, tuple(data.x_train.shape[1:]), u, cfg, gen, dev)
     sub = retain_subset(data, split, cfg.retain_per_class, gen)
     copies = cfg.noise_copies if cfg.noise_copies is not None else max(1, round(20 * len(sub) / 9000))
-    curve, phase, step = [], [], 0
+    step = 0
 
     def run_pass(pool_size: int, lr: float, epochs: int, kind: str) -> None:
         """Adam over items 0..pool_size-1: the first len(sub) are D_sub, the rest noise copies."""
@@ -132,10 +131,7 @@ def unsir(model: nn.Module, data: DeviceData, split: Split, cfg: UnsirConfig,
                 loss = F.cross_entropy(model(x), y)
                 step += 1
                 optimizer_step(opt, loss, f"unsir ({kind})", step)
-                if track is not None:
-                    with clock.paused():
-                        curve.append(accuracy(model, data, "train", track))
-                        phase.append(kind)
+                curve(model, kind)
 
     bar = tqdm(total=2, desc="unsir", disable=not progress, leave=False)
     run_pass(len(sub) + copies * cfg.noise_size, cfg.impair_lr, cfg.impair_epochs, "impair")
@@ -145,6 +141,6 @@ def unsir(model: nn.Module, data: DeviceData, split: Split, cfg: UnsirConfig,
     bar.close()
     model.eval()
     return model, Record("unsir", split.task, seconds=clock.stop(), passes=cfg.impair_epochs + cfg.repair_epochs,
-                         stopped="fixed", curve=tuple(curve), hparams=asdict(cfg),
-                         extra={"steps": step, "curve_phase": phase, "noise_loss": noise_ce,
+                         stopped="fixed", curve=tuple(curve.points), hparams=asdict(cfg),
+                         extra={"steps": step, "curve_phase": curve.labels, "noise_loss": noise_ce,
                                 "retain_subset": len(sub), "noise_copies": copies})
