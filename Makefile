@@ -2,13 +2,15 @@
 #   make all    create .venv if missing, install, run every numbered notebook on the embedded
 #               default profile (in place), writing figures/ and results/default/
 #   make test   create .venv if missing, install, run pytest and nbval over the notebooks
+#   make timing notebook 05 with RETIME=True: every method (Retrain too) timed again in one run,
+#               into runs/default/05_retime.ipynb and results/default/efficiency.csv
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 STRIP := $(BIN)/nbstripout --keep-output --keep-count --extra-keys "metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.widgets"
 
-.PHONY: all install test unit nbval notebooks benchmark clean-cache
+.PHONY: all install test unit nbval notebooks timing benchmark clean-cache
 
 all: notebooks
 
@@ -36,6 +38,11 @@ unit: install
 nbval: install
 	$(BIN)/python -m pytest --nbval notebooks --nbval-current-env \
 	  --sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider
+
+timing: install
+	mkdir -p runs/default
+	$(BIN)/papermill notebooks/05_efficiency.ipynb runs/default/05_retime.ipynb --cwd notebooks -k python3 \
+	  --no-progress-bar -p RETIME True
 
 benchmark: install
 	$(BIN)/python benchmarks/train_loop.py

@@ -30,9 +30,9 @@ import yaml
 
 import cu.unlearners as U
 from cu.data import Split, class_split, random_split
-from cu.experiment import evaluate, method_overrides, prepare
+from cu.experiment import method_overrides, prepare
 from cu.results import upsert_csv
-from cu.training import TrainConfig
+from cu.training import TrainConfig, accuracy
 
 DEFAULTS = dict(PROFILE="default", DATASET="digits", DATA_ROOT="data", MODEL="resnet18", WIDTH=16, EPOCHS=30,
                 LR=0.05, MOMENTUM=0.9, WEIGHT_DECAY=5e-4, BATCH_SIZE=128, SEED=0, FORGET_CLASS=5, N_FORGET=100,
@@ -79,9 +79,11 @@ def main():
         def row(variant, model, rec, forget_batches):
             r = {"task": split.task, "variant": variant, **ident, "seconds": rec.seconds, "passes": rec.passes,
                  "forget_batches": forget_batches, "stopped": rec.stopped}
-            for part, sp in halves.items():
-                r.update({f"{k}_{part}": v for k, v in evaluate(model, data, sp).items() if "test" in k})
-            r.update({k: v for k, v in evaluate(model, data, split).items() if "test" not in k})
+            for part, sp in halves.items():  # evaluate()'s test accuracies, without its D_tr^u pass per half
+                sets = ({"acc_test_retain": sp.test_retain, "acc_test_forget": sp.test_forget}
+                        if split.task == "class" else {"acc_test": sp.test})
+                r.update({f"{k}_{part}": accuracy(model, data, "test", idx) for k, idx in sets.items()})
+            r["acc_train_forget"] = accuracy(model, data, "train", split.forget)
             rows.append(r)
             print(r, flush=True)
 

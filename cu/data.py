@@ -244,11 +244,16 @@ def random_split(data: Dataset | DeviceData, n: int, seed: int = 0) -> Split:
                          f"{data.name} has {len(y_tr)} samples and at least one must be retained)")
     seed = as_int(seed, "seed")
     perm = torch.randperm(len(y_tr), generator=torch.Generator().manual_seed(seed))
-    forget = perm[:n].sort().values
-    mask = torch.ones(len(y_tr), dtype=torch.bool)
+    return _sample_split(data, perm[:n].sort().values, len(y_tr), len(y_te), seed=seed)
+
+
+def _sample_split(data, forget: torch.Tensor, n_train: int, n_test: int, seed: int | None = None) -> Split:
+    """The sample-unlearning Split of sorted, distinct training positions `forget`: every other
+    training sample is retained, and the whole test set is D_ts (no test sample is 'forgotten')."""
+    mask = torch.ones(n_train, dtype=torch.bool)
     mask[forget] = False
     return Split("sample", forget, torch.nonzero(mask).flatten(), torch.empty(0, dtype=torch.long),
-                 torch.arange(len(y_te)), data.num_classes, seed=seed)
+                 torch.arange(n_test), data.num_classes, seed=seed)
 
 
 def index_split(data: Dataset | DeviceData, indices) -> Split:
@@ -279,11 +284,7 @@ def index_split(data: Dataset | DeviceData, indices) -> Split:
         raise ValueError(f"forget_indices {sorted(dup)[:10]} appear more than once: list each sample once")
     if len(seen) == n:
         raise ValueError(f"forget_indices cover all {n} training samples: at least one must be retained")
-    forget = torch.tensor(sorted(seen), dtype=torch.long)
-    mask = torch.ones(n, dtype=torch.bool)
-    mask[forget] = False
-    return Split("sample", forget, torch.nonzero(mask).flatten(), torch.empty(0, dtype=torch.long),
-                 torch.arange(len(y_te)), data.num_classes)
+    return _sample_split(data, torch.tensor(sorted(seen), dtype=torch.long), n, len(y_te))
 
 
 def make_split(data, task: str, forget_class: int = 5, n_forget: int = 100, seed: int = 0,

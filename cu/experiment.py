@@ -115,11 +115,14 @@ def method_overrides(name: str, hparams: dict, recipe: TrainConfig, cache_dir, s
 
 
 def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe: TrainConfig,
-                hparams: dict | None = None, cache_dir=None, progress: bool = False):
+                hparams: dict | None = None, cache_dir=None, progress: bool = False, retime: bool = False):
     """Run each method on `split`, evaluate it, and return (rows, models, records).
 
     rows start with the untouched Original (method 'original'); each row is `ident` (dataset, model,
     width, seed) + the method + the paper's accuracies + seconds, passes and why it stopped.
+    retime=True runs every method here, one after the other in this process, Retrain included,
+    instead of loading cached models and the times recorded when they were computed (the cache of
+    unlearned models is then refreshed; Retrain's checkpoint is left as it is).
     """
     from cu import unlearners
     from cu.results import Record
@@ -132,8 +135,8 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
              "stopped": ""}]
     models, records = {"original": original}, {}
     for name in methods:
-        overrides = method_overrides(name, hparams, recipe, cache_dir, ident["seed"])
-        model, rec = run_cached(name, original, data, split, overrides, cache_dir, progress)
+        overrides = method_overrides(name, hparams, recipe, None if retime else cache_dir, ident["seed"])
+        model, rec = run_cached(name, original, data, split, overrides, cache_dir, progress, refresh=retime)
         assert isinstance(rec, Record)
         rows.append({"method": name, **ident, **evaluate(model, data, split), "seconds": rec.seconds,
                      "passes": rec.passes, "stopped": rec.stopped})
@@ -152,10 +155,12 @@ def fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def run_cached(name: str, original, data: DeviceData, split, overrides: dict, cache_dir=None, progress=False):
+def run_cached(name: str, original, data: DeviceData, split, overrides: dict, cache_dir=None, progress=False,
+               refresh: bool = False):
     """cu.unlearners.run, with the unlearned model and its record cached under `cache_dir/unlearned`
     (keyed by the method, its full configuration, the split and the Original's weights), so that
-    notebooks 04 and 05 reuse what 02 and 03 computed. Retrain has its own cache; cache_dir=None runs."""
+    notebooks 04 and 05 reuse what 02 and 03 computed. Retrain has its own cache; cache_dir=None runs.
+    refresh=True runs the method even when it is cached and overwrites the cached model and record."""
     import copy
     import dataclasses
     import hashlib
@@ -172,7 +177,7 @@ def run_cached(name: str, original, data: DeviceData, split, overrides: dict, ca
            "forget": hashlib.sha256(split.forget.numpy().tobytes()).hexdigest()[:16],
            "original": fingerprint(original)}
     path = checkpoint_path(Path(cache_dir) / "unlearned", key)
-    if path.exists():
+    if path.exists() and not refresh:
         model = copy.deepcopy(original)
         history = load_checkpoint(path, model, key)
         return model.eval(), Record.from_json(history["record"])

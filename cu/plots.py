@@ -118,7 +118,8 @@ def mia_bars(table, title: str = ""):
         table = mia_table(table)
     rows = [r for r in table.index if not r.startswith("AUC")]
     models = list(table.columns)
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(models) + 1.5), 3.2), constrained_layout=True)
+    # the legend sits under the axes, so the bars keep the figure's full width however few models
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(models) + 2.0), 3.6), constrained_layout=True)
     width = 0.8 / len(rows)
     x = np.arange(len(models))
     for i, r in enumerate(rows):
@@ -126,7 +127,8 @@ def mia_bars(table, title: str = ""):
     ax.set_xticks(x, models, rotation=30 if len(models) > 5 else 0, ha="right" if len(models) > 5 else "center")
     ax.set(ylabel="predicted members (%)", ylim=(0, 105), title=title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=9, loc="outside lower center", ncol=len(rows),
+               frameon=False, handlelength=1.2, columnspacing=1.2)
     return fig
 
 

@@ -71,7 +71,9 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
     """All tables of a profile folder; `attack` = (feature, classifier) keeps one MIA table (the README's)."""
     folder = Path(folder)
     parts = [f"Profile `{folder.name}`: mean over seeds, ± the half-width of a 95 % t-interval where there are "
-             f"several seeds. Regenerate with `make all` (default profile) or `python -m cu.report {folder}`."]
+             f"several seeds. Regenerate with "
+             + ("`make all`, or " if folder.name == "default" else "a sweep over seeds (`python -m cu.sweep`), then ")
+             + f"`python -m cu.report {folder} --readme README.md`."]
     for name, (heading, metrics, scale) in TABLES.items():
         path = folder / name
         if not path.exists():

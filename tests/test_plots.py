@@ -83,6 +83,13 @@ def test_mia_bars_from_results(tmp_path):
     assert sorted(round(p.get_height(), 6) for p in ax.patches)[-1] == 90.0
     fig2 = plots.mia_bars(mia_table(results))
     assert len(fig2.axes[0].patches) == 9
+    # the legend (3 sets) sits under the axes, which keep most of the width even with three models
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()][0] == r"$D_{tr}^u$ (forget)" and len(legend.get_texts()) == 3
+    assert ax.get_position().width > 0.75
+    box = legend.get_window_extent()
+    assert box.y1 <= ax.get_window_extent().y0 and box.x0 >= 0 and box.x1 <= fig.bbox.x1  # all of it shown
     plots.save_figure(fig, tmp_path, "mia")
     plt.close("all")
 

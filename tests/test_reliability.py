@@ -159,3 +159,35 @@ def test_method_list_parses_papermill_values_and_checks_tasks():
         method_list(["contrastiv"], "class", skip_other_tasks=True)
     with pytest.raises(TypeError, match="expected a list of method names"):
         method_list(5, "class")
+
+
+def test_retime_runs_every_method_again_instead_of_reading_the_cache(data, original, tmp_path, monkeypatch):
+    """Notebook 05's RETIME: without it a cached method is loaded with the time recorded when it
+    was computed; with it every method, Retrain included (no checkpoint cache), runs again here."""
+    from cu.experiment import run_methods
+    from cu.training import TrainConfig
+
+    calls = []
+    real_run = U.run
+
+    def counting(name, *args, **kw):
+        cfg = kw.get("config")
+        calls.append((name, kw.get("cache_dir", getattr(cfg, "cache_dir", "n/a"))))
+        return real_run(name, *args, **kw)
+
+    monkeypatch.setattr(U, "run", counting)
+    split = make_split(data, "sample", n_forget=20, seed=0)
+    ident = dict(dataset="digits", model="resnet18", width=8, seed=0)
+    recipe = TrainConfig(epochs=1, lr=0.05, seed=0)
+    hp = {"neggrad": {"max_passes": 1}}
+    first, _, recs = run_methods(["retrain", "neggrad"], original, data, split, ident, recipe, hp, tmp_path)
+    again, _, cached = run_methods(["retrain", "neggrad"], original, data, split, ident, recipe, hp, tmp_path)
+    assert [n for n, _ in calls] == ["retrain", "neggrad", "retrain"]   # neggrad came from the cache
+    assert calls[0][1] == calls[2][1] == tmp_path                        # Retrain uses its checkpoint cache
+    assert cached["neggrad"].seconds == recs["neggrad"].seconds          # ... with the recorded time
+    calls.clear()
+    retimed, _, fresh = run_methods(["retrain", "neggrad"], original, data, split, ident, recipe, hp, tmp_path,
+                                    retime=True)
+    assert [n for n, _ in calls] == ["retrain", "neggrad"]
+    assert calls[0][1] is None                                           # Retrain trained again
+    assert [r["acc_train_forget"] for r in retimed] == [r["acc_train_forget"] for r in first]  # same models
