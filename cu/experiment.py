@@ -135,7 +135,7 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
              "stopped": ""}]
     models, records = {"original": original}, {}
     for name in methods:
-        overrides = method_overrides(name, hparams, recipe, None if retime else cache_dir, ident["seed"])
+        overrides = method_overrides(name, hparams, recipe, cache_dir, ident["seed"])
         model, rec = run_cached(name, original, data, split, overrides, cache_dir, progress, refresh=retime)
         assert isinstance(rec, Record)
         rows.append({"method": name, **ident, **evaluate(model, data, split), "seconds": rec.seconds,
@@ -159,8 +159,10 @@ def run_cached(name: str, original, data: DeviceData, split, overrides: dict, ca
                refresh: bool = False):
     """cu.unlearners.run, with the unlearned model and its record cached under `cache_dir/unlearned`
     (keyed by the method, its full configuration, the split and the Original's weights), so that
-    notebooks 04 and 05 reuse what 02 and 03 computed. Retrain has its own cache; cache_dir=None runs.
-    refresh=True runs the method even when it is cached and overwrites the cached model and record."""
+    notebooks 04 and 05 reuse what 02 and 03 computed. Retrain has its own cache (overrides['cache_dir'],
+    its checkpoint); cache_dir=None runs. refresh=True runs the method even when it is cached: it
+    overwrites the cached model and record, and trains Retrain again without reading or writing its
+    checkpoint."""
     import copy
     import dataclasses
     import hashlib
@@ -169,6 +171,8 @@ def run_cached(name: str, original, data: DeviceData, split, overrides: dict, ca
     from cu.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
     from cu.results import Record
 
+    if name == "retrain" and refresh:
+        overrides = {**overrides, "cache_dir": None}
     if cache_dir is None or name == "retrain":
         return unlearners.run(name, original, data, split, progress=progress, **overrides)
     cfg = unlearners.make_config(name, **overrides)

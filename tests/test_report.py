@@ -34,3 +34,13 @@ def test_update_readme_needs_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="lacks the markers"):
         update_readme(readme, "x")
+
+
+def test_aggregate_counts_each_methods_seeds():
+    # a baseline run on one seed beside methods run on three: the table must not imply three for all
+    df = pd.DataFrame({"method": ["retrain", "contrastive"] * 3 + ["scrub"], "dataset": "d", "model": "m",
+                       "width": 4, "seed": [0, 0, 1, 1, 2, 2, 0], "acc_test": [0.8, 0.7, 0.82, 0.72, 0.84, 0.74, 0.6]})
+    (title, table), = aggregate(df, {"acc_test": "D_ts"}, 100).items()
+    assert title.endswith("seeds 0, 1, 2")
+    assert list(table.loc["seeds (n)"]) == ["3", "3", "1"]
+    assert table.loc["D_ts", "scrub"] == "60.0" and "±" in table.loc["D_ts", "retrain"]
