@@ -5,7 +5,8 @@
 reads `class_unlearning.csv`, `sample_unlearning.csv` and `mia.csv` (whichever exist) under a profile's
 folder, writes `tables.md` there (Tables 1/2, 3/7, 4/5 and 6 layouts: evaluation rows x methods, each
 cell the mean over seeds with the half-width of a t-based 95 % confidence interval when there are
-several seeds; the last row counts each method's seeds), and with --readme replaces the README's section between the results markers.
+several seeds; the last row counts each method's seeds), and with --readme replaces the README's
+section between the results markers.
 """
 from __future__ import annotations
 
@@ -55,14 +56,17 @@ def aggregate(df: pd.DataFrame, metrics: dict, scale: float, extra_keys=()) -> d
     keys = ["dataset", "model", "width", *extra_keys]
     for group, sub in df.groupby(keys):
         group = group if isinstance(group, tuple) else (group,)
-        methods = method_order(sub["method"].unique())
+        runs = dict(tuple(sub.groupby("method")))
         seeds = sorted(sub["seed"].unique())
-        table = pd.DataFrame({m: {label: mean_ci(sub[sub.method == m][col], scale) for col, label in metrics.items()}
-                              for m in methods})
-        if "seconds" in sub.columns:
-            table.loc["seconds"] = [mean_ci(sub[sub.method == m]["seconds"], 1, 2) if m != "original" else "–"
-                                    for m in methods]
-        table.loc["seeds (n)"] = [str(sub[sub.method == m]["seed"].nunique()) for m in methods]
+
+        def column(m: str) -> dict:
+            cells = {label: mean_ci(runs[m][col], scale) for col, label in metrics.items()}
+            if "seconds" in sub.columns:
+                cells["seconds"] = mean_ci(runs[m]["seconds"], 1, 2) if m != "original" else "–"
+            cells["seeds (n)"] = str(runs[m]["seed"].nunique())
+            return cells
+
+        table = pd.DataFrame({m: column(m) for m in method_order(runs)})
         title = ", ".join(f"{k} {v}" for k, v in zip(keys, group)) + f"; seeds {', '.join(map(str, seeds))}"
         out[title] = table
     return out
