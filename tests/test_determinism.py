@@ -1,4 +1,6 @@
 """Same seed, same machine -> the same unlearned model, for every registered method (on digits)."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -26,3 +28,19 @@ def test_same_seed_same_result(name, data, original):
     assert all(torch.equal(s1[k], s2[k]) for k in s1), f"{name}: weights differ between two runs with one seed"
     assert evaluate(m1, data, split) == evaluate(m2, data, split)
     assert r1.passes == r2.passes and r1.curve == r2.curve
+
+
+TRACKED = [n for n in sorted(U.UNLEARNERS) if "track_size" in {f.name for f in dataclasses.fields(U.get(n).config)}]
+
+
+@pytest.mark.parametrize("name", TRACKED)
+def test_figure2_tracking_leaves_the_model_unchanged(name, data, original):
+    """Figure 2's forget curve is measurement only: with and without it (`track_size`), one seed gives the
+    same unlearned model, so runs with the curve off (cheaper wall time) report the same accuracies."""
+    split = random_split(data, 5, seed=0) if "sample" in U.get(name).tasks else class_split(data, 5)
+    (m0, r0), (m1, r1) = (U.run(name, original, data, split, **{**FAST.get(name, {}), "track_size": k}) for k in (0, 32))
+    tracked = lambda r: r.curve or r.extra.get("forget_acc_per_epoch", [])  # Finetune logs it per epoch
+    assert not tracked(r0) and len(tracked(r1)) > 0  # the second run did track
+    s0, s1 = m0.state_dict(), m1.state_dict()
+    assert all(torch.equal(s0[k], s1[k]) for k in s0), f"{name}: tracking the curve changed the weights"
+    assert r0.passes == r1.passes and r0.stopped == r1.stopped
