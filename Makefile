@@ -1,7 +1,8 @@
 # Two commands (see README):
 #   make all    create .venv if missing, install, run every numbered notebook on the embedded
 #               default profile (in place), writing figures/ and results/default/
-#   make test   create .venv if missing, install, run pytest and nbval over the notebooks
+#   make test   create .venv if missing, install, run pytest and nbval over a temporary copy of the
+#               notebooks (empty cache, results and figures there; leaves the work tree as it was)
 #   make timing notebook 05 with RETIME=True: every method (Retrain too) timed again in one run,
 #               into runs/default/05_retime.ipynb and results/default/efficiency.csv
 PYTHON ?= python3.11
@@ -35,9 +36,15 @@ test: unit nbval
 unit: install
 	MPLBACKEND=Agg $(BIN)/python -m pytest tests -q
 
+# nbval replays a copy of the notebooks in a temporary folder: their relative CACHE_DIR, RESULTS_DIR and
+# FIGURES_DIR (../checkpoints, ../results, ../figures) then point into it, so every model is computed
+# from scratch by the code under test and nothing tracked is rewritten; CUDA_VISIBLE_DEVICES= keeps
+# DEVICE=auto on the CPU, where the committed outputs were made.
 nbval: install
-	$(BIN)/python -m pytest --nbval notebooks --nbval-current-env \
-	  --sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider
+	@tmp=$$(mktemp -d) && cp -r notebooks "$$tmp/" && \
+	  CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest --nbval "$$tmp/notebooks" --nbval-current-env \
+	    --sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider --rootdir "$$tmp"; \
+	  rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 timing: install
 	mkdir -p runs/default

@@ -1,6 +1,6 @@
 """Contrastive unlearning: what the termination check and a few settings cost and give.
 
-    python benchmarks/contrastive_study.py [-f configs/cifar10-cpu.yaml] [--out results/<profile>/contrastive_study.csv]
+    python benchmarks/contrastive_study.py [-f configs/cifar10-cpu-12ep.yaml] [--out results/<profile>/contrastive_study.csv]
 
 For the profile's cached Original and Retrain (the notebooks' checkpoint cache), runs contrastive
 unlearning of class FORGET_CLASS and of N_FORGET random samples with the paper's settings and with

@@ -4,10 +4,17 @@ A file holds {'format', 'config', 'state_dict', 'history'}; it is written atomic
 file + rename) and read with `torch.load(..., weights_only=True)`, so no pickle the project did
 not write is ever executed. A file whose stored configuration differs from the one asked for is
 an error, never silently used.
+
+Every key also holds `code_fingerprint(...)` of the modules that computed the model (the module and
+every `cu` module it imports, transitively), so a changed method or training loop is computed
+again instead of being served from a warm cache.
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Callable
@@ -22,6 +29,49 @@ FORMAT = "cu-checkpoint-v1"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: corrupt, of another configuration, or not ours."""
+
+
+@functools.lru_cache(maxsize=None)
+def _source(module: str) -> tuple[str, tuple[str, ...]]:
+    """(source text, `cu` modules it imports anywhere, functions included) of a `cu` module."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"code_fingerprint: no module {module!r}")
+    text = Path(spec.origin).read_text()
+    deps = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            deps.update(a.name for a in node.names if a.name.split(".")[0] == "cu")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "cu":
+            for a in node.names:  # `from cu import plots` names a module; `from cu.x import f` does not
+                sub = f"{node.module}.{a.name}"
+                deps.add(sub if importlib.util.find_spec(node.module).submodule_search_locations
+                         and importlib.util.find_spec(sub) is not None else node.module)
+    deps.discard(module)
+    return text, tuple(sorted(deps))
+
+
+def code_fingerprint(*modules: str) -> str:
+    """A short hash of the source of `modules` and of every `cu` module they import (transitively).
+
+    Imports are read from the source (those inside functions count), so the set does not depend on
+    what happens to be imported; a package's `__init__` counts, the modules it loads dynamically
+    (the unlearner registry's plug-ins) do not. Comments and docstrings count too: a cache keyed by
+    this is recomputed after any edit to the code that made it, never served stale.
+    """
+    seen: dict[str, str] = {}
+    todo = list(modules)
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen[m], deps = _source(m)
+        todo.extend(deps)
+    h = hashlib.sha256()
+    for m in sorted(seen):
+        h.update(m.encode() + b"\0" + seen[m].encode() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def config_key(config: dict) -> str:

@@ -54,10 +54,17 @@ PAPER_METHODS = {
 }
 
 
+def base_name(name: str) -> str:
+    """The registered method of a METHODS entry: 'contrastive:validated' is a *variant* of 'contrastive'
+    (its own column in the tables, HPARAMS['contrastive'] then HPARAMS['contrastive:validated'] applied)."""
+    return str(name).split(":", 1)[0]
+
+
 def method_list(methods, task: str, skip_other_tasks: bool = False) -> list[str]:
     """METHODS as given, always with 'retrain' first. None: the paper's methods for `task` that are
     registered; 'all': every method registered for `task`; a list; or a string such as
-    'contrastive,finetune' or '["contrastive"]', as papermill's -p passes it.
+    'contrastive,finetune' or '["contrastive"]', as papermill's -p passes it. An entry 'name:label'
+    is a variant of method `name` with its own hyperparameters (`base_name`).
 
     A listed method that does not do `task` is an error, or is left out with `skip_other_tasks`
     (notebooks that cover both tasks with one METHODS list)."""
@@ -75,11 +82,11 @@ def method_list(methods, task: str, skip_other_tasks: bool = False) -> list[str]
     if not isinstance(methods, (list, tuple)):
         raise TypeError(f"METHODS={methods!r}: expected a list of method names, e.g. ['contrastive', 'finetune']")
     for m in methods:
-        unlearners.get(m)  # unknown names: error listing the valid ones
+        unlearners.get(base_name(m))  # unknown names: error listing the valid ones
     if skip_other_tasks:
-        methods = [m for m in methods if task in unlearners.get(m).tasks]
+        methods = [m for m in methods if task in unlearners.get(base_name(m)).tasks]
     for m in methods:
-        u = unlearners.get(m)
+        u = unlearners.get(base_name(m))
         if task not in u.tasks:
             raise ValueError(f"METHODS: {m} does not do {task} unlearning; methods for {task}: "
                              f"{', '.join(unlearners.names(task))}")
@@ -101,16 +108,19 @@ def as_dict(value, name: str) -> dict:
 
 def method_overrides(name: str, hparams: dict, recipe: TrainConfig, cache_dir, seed: int) -> dict:
     """Overrides for one method: the profile's recipe and cache for Retrain, the run's seed for all,
-    then the user's HPARAMS[name] on top."""
+    then the user's HPARAMS[method] on top, and for a variant 'method:label' HPARAMS['method:label']."""
     import dataclasses
 
     from cu import unlearners
 
-    fields = {f.name for f in dataclasses.fields(unlearners.get(name).config)}
+    base = base_name(name)
+    fields = {f.name for f in dataclasses.fields(unlearners.get(base).config)}
     out = {"seed": seed} if "seed" in fields else {}
-    if name == "retrain":
+    if base == "retrain":
         out.update(dataclasses.asdict(recipe), cache_dir=cache_dir)
-    out.update(hparams.get(name, {}))
+    out.update(hparams.get(base) or {})
+    if name != base:
+        out.update(hparams.get(name) or {})
     return out
 
 
@@ -128,7 +138,7 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
     from cu.results import Record
 
     hparams = as_dict(hparams, "HPARAMS")
-    unknown = sorted(set(hparams) - set(unlearners.UNLEARNERS))
+    unknown = sorted(k for k in hparams if base_name(k) not in unlearners.UNLEARNERS)
     if unknown:
         raise ValueError(f"HPARAMS names unknown methods {unknown}; valid: {', '.join(unlearners.UNLEARNERS)}")
     rows = [{"method": "original", **ident, **evaluate(original, data, split), "seconds": 0.0, "passes": 0,
@@ -158,7 +168,8 @@ def fingerprint(model: torch.nn.Module) -> str:
 def run_cached(name: str, original, data: DeviceData, split, overrides: dict, cache_dir=None, progress=False,
                refresh: bool = False):
     """cu.unlearners.run, with the unlearned model and its record cached under `cache_dir/unlearned`
-    (keyed by the method, its full configuration, the split and the Original's weights), so that
+    (keyed by the method, its full configuration, the split, the Original's weights and a fingerprint of
+    the method's code, `cu.checkpoints.code_fingerprint`), so that
     notebooks 04 and 05 reuse what 02 and 03 computed. Retrain has its own cache (overrides['cache_dir'],
     its checkpoint); cache_dir=None runs. refresh=True runs the method even when it is cached: it
     overwrites the cached model and record, and trains Retrain again without reading or writing its
@@ -168,9 +179,10 @@ def run_cached(name: str, original, data: DeviceData, split, overrides: dict, ca
     import hashlib
 
     from cu import unlearners
-    from cu.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+    from cu.checkpoints import checkpoint_path, code_fingerprint, load_checkpoint, save_checkpoint
     from cu.results import Record
 
+    name = base_name(name)  # a variant differs from its method by its configuration alone
     if name == "retrain" and refresh:
         overrides = {**overrides, "cache_dir": None}
     if cache_dir is None or name == "retrain":
@@ -179,7 +191,7 @@ def run_cached(name: str, original, data: DeviceData, split, overrides: dict, ca
     key = {"dataset": data.name, "model": f"unlearned-{name}", "width": original.arch.get("width"),
            "method": name, "config": dataclasses.asdict(cfg), "task": split.task,
            "forget": hashlib.sha256(split.forget.numpy().tobytes()).hexdigest()[:16],
-           "original": fingerprint(original)}
+           "original": fingerprint(original), "code": code_fingerprint(unlearners.get(name).fn.__module__)}
     path = checkpoint_path(Path(cache_dir) / "unlearned", key)
     if path.exists() and not refresh:
         model = copy.deepcopy(original)

@@ -82,12 +82,28 @@ def locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _key_value(v) -> str:
+    """A key cell as text, with 16, 16.0, np.int64(16) and '16' all the same key (a CSV read back
+    gives floats where a column had a missing value; papermill passes numbers as strings at times)."""
+    if isinstance(v, bool):
+        return str(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def _key_tuples(df: pd.DataFrame, key: list[str]) -> list[tuple]:
+    return [tuple(_key_value(v) for v in row) for row in df[key].itertuples(index=False, name=None)]
+
+
 def _upsert(path: Path, new: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     if path.exists():
         old = pd.read_csv(path)
         if all(k in old.columns for k in key):
-            keys_new = set(map(tuple, new[key].astype(str).values))
-            keep = [tuple(r) not in keys_new for r in old[key].astype(str).values]
+            keys_new = set(_key_tuples(new, key))
+            keep = [k not in keys_new for k in _key_tuples(old, key)]
             new = pd.concat([old[keep], new], ignore_index=True)
     new = new.sort_values(key, kind="stable").reset_index(drop=True)
     atomic_write(path, lambda tmp: new.to_csv(tmp, index=False, float_format="%.6g"))

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cu.checkpoints import cached
+from cu.checkpoints import cached, code_fingerprint
 from cu.data import DeviceData, batches
 from cu.models import build_model
 from cu.runtime import as_int, set_seed
@@ -125,22 +125,26 @@ def per_class_accuracy(model: nn.Module, data: DeviceData, part: str = "test") -
 
 
 def model_config(dataset: str, model: str, width: int, num_classes: int, in_channels: int,
-                 recipe: TrainConfig, trained_on: str = "all") -> dict:
-    """The configuration that names a trained model in the checkpoint cache."""
+                 recipe: TrainConfig, trained_on: str = "all", code: tuple[str, ...] = ("cu.training",)) -> dict:
+    """The configuration that names a trained model in the checkpoint cache: what it was trained on,
+    with which recipe, and a fingerprint of the code that trained it (`code` and its `cu` imports)."""
     return {"dataset": dataset, "model": model, "width": as_int(width, "width"), "num_classes": num_classes,
-            "in_channels": in_channels, "recipe": asdict(recipe), "trained_on": trained_on}
+            "in_channels": in_channels, "recipe": asdict(recipe), "trained_on": trained_on,
+            "code": code_fingerprint(*code)}
 
 
 def train_cached(data: DeviceData, model_name: str, width: int, in_channels: int, recipe: TrainConfig,
                  idx: torch.Tensor | None = None, trained_on: str = "all",
-                 cache_dir: str | Path | None = "checkpoints", progress: bool = True) -> tuple[nn.Module, dict]:
+                 cache_dir: str | Path | None = "checkpoints", progress: bool = True,
+                 code: tuple[str, ...] = ("cu.training",)) -> tuple[nn.Module, dict]:
     """Train (or load from `cache_dir`) a model on training indices `idx` (all when None).
 
     `trained_on` names the index set in the cache key ('all' for the Original; a split's name for
-    Retrain). Returns (model in eval mode on data's device, history). cache_dir=None disables caching.
+    Retrain); `code` names the modules whose source (with their `cu` imports) enters the key.
+    Returns (model in eval mode on data's device, history). cache_dir=None disables caching.
     """
     idx = torch.arange(len(data.y_train)) if idx is None else idx
-    cfg = model_config(data.name, model_name, width, data.num_classes, in_channels, recipe, trained_on)
+    cfg = model_config(data.name, model_name, width, data.num_classes, in_channels, recipe, trained_on, code)
 
     def fresh():
         set_seed(recipe.seed)

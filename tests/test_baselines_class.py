@@ -1,5 +1,7 @@
 """The four class-unlearning baselines: each does what its paper says, on the digits Original of
 conftest.py (ResNet-18 width 8), with short runs; plus the registry's promises for each."""
+import copy
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +13,7 @@ import cu.unlearners as U
 from cu.data import class_split, random_split
 from cu.training import accuracy, predict
 from cu.unlearners.boundary_shrink import nearest_wrong_class
-from cu.unlearners.scrub import distill_kl
+from cu.unlearners.scrub import ScrubConfig, distill_kl, scrub
 from cu.unlearners.unsir import UnsirConfig, learn_noise, retain_subset
 
 FORGET = 5
@@ -140,6 +142,33 @@ def test_scrub_keeps_retain_accuracy_and_moves_away_on_forget(data, original, sp
     assert rec.extra["steps"] == 2 * math.ceil(len(split.forget) / 512) + 3 * math.ceil(len(split.retain) / 256)
 
 
+def test_scrub_max_steps_raise_the_forget_kl(data, original, split):
+    """Max-steps alone (no retained samples, so no min-steps) move the student away from the teacher on D_tr^u."""
+    student = copy.deepcopy(original)
+    for m in student.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0  # running statistics stay the teacher's: only the steps change the predictions
+    only_max = dataclasses.replace(split, retain=torch.empty(0, dtype=torch.long))
+    # one forget batch (145 <= 512) per epoch; a constant, larger rate than theirs so that 10 steps show
+    cfg = ScrubConfig(lr=0.1, epochs=10, msteps=10, lr_decay_epochs=(), track_size=len(split.forget))
+    x = data.x_train[split.forget]
+
+    def ascended(model) -> float:  # the max-step objective: student in train mode, on the whole forget batch
+        with torch.no_grad():
+            return distill_kl(copy.deepcopy(model).train()(x), original(x), cfg.kd_T).item()
+
+    def kl(model, idx) -> float:
+        out = lambda m: predict(m, data, "train", idx)  # noqa: E731
+        return distill_kl(out(model), out(original), cfg.kd_T).item()
+
+    before = ascended(student)
+    model, rec = scrub(student, data, only_max, cfg)
+    assert rec.extra["steps"] == 10 and rec.extra["curve_phase"] == ["max"] * 10
+    assert ascended(model) > 2 * before  # (a descent step lowers it below `before`)
+    assert kl(model, split.forget) > 0.05 and kl(model, split.forget) > kl(model, split.retain)
+    assert forget_acc(model, data, split) < forget_acc(original, data, split) - 0.5
+
+
 # --------------------------------------------------------------------------- UNSIR
 
 def test_unsir_noise_raises_the_forgotten_class_loss(data, original):
@@ -168,4 +197,5 @@ def test_unsir_forgets_the_class(data, original, split):
     model, rec = U.run("unsir", original, data, split, impair_lr=2e-3, repair_lr=1e-3, track_size=0)
     assert forget_acc(model, data, split) < forget_acc(original, data, split) - 0.5
     assert accuracy(model, data, "test", split.test_retain) > accuracy(original, data, "test", split.test_retain) - 0.05
-    assert rec.extra["noise_copies"] == max(1, round(20 * rec.extra["retain_subset"] / 9000))
+    # D_sub is all of D_tr^r (every class has < 1000 samples): 1292 -> round(20 * 1292 / 9000) = 3 copies
+    assert rec.extra["retain_subset"] == len(split.retain) == 1292 and rec.extra["noise_copies"] == 3

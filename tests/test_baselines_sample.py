@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import cu.unlearners as U
-from cu.data import DeviceData, class_split, random_split, sample
+from cu.data import DeviceData, Split, class_split, random_split, sample
 from cu.runtime import set_seed
 from cu.training import accuracy
 from cu.unlearners.fisher import fisher_diagonal, noise_variance
@@ -63,7 +63,7 @@ def test_original_untouched_and_seed_reproducible(name, original, data, split):
     assert not same_state(m1, original)  # it did something
     assert same_state(m1, m2)            # same seed -> the same model
     assert r1.method == name and r1.task == "sample" and r1.seconds > 0
-    assert r1.hparams == r2.hparams and r1.hparams["seed"] == 0
+    assert r1.hparams == r2.hparams == dataclasses.asdict(U.make_config(name, **FAST[name]))
 
 
 def test_fisher_other_seed_other_noise(original, data, split):
@@ -224,6 +224,58 @@ def test_woodbury_and_noise_scale():
     # NoisyReturn with n = 50,000, m = 1, lambda = 0.01: gamma = 2e-4, sigma = 2e-3 sqrt(2 ln 125)
     assert noise_sigma(50_000, 1, 0.01, 0.1, 0.01) == pytest.approx(2e-3 * math.sqrt(2 * math.log(125)))
     assert noise_sigma(50_000, 2, 0.01, 0.1, 0.01) == pytest.approx(4 * noise_sigma(50_000, 1, 0.01, 0.1, 0.01))
+
+
+class LogReg(nn.Module):
+    """Logistic regression as a two-class network: logits (w.x, 0), one Linear unit, no bias."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.lin = nn.Linear(d, 1, bias=False)
+
+    def forward(self, x):
+        z = self.lin(x)
+        return torch.cat([z, torch.zeros_like(z)], 1)
+
+
+def logreg_optimum(x, y, reg, w):
+    """argmin_w sum_i CE_i(w) + reg / 2 ||w||^2 by Newton's method."""
+    t = (y == 0).double()
+    for _ in range(30):
+        s = torch.sigmoid(x @ w)
+        grad = x.T @ (s - t) + reg * w
+        hess = x.T @ (x * (s * (1 - s))[:, None]) + reg * torch.eye(len(w), dtype=w.dtype)
+        w = w - torch.linalg.solve(hess, grad)
+    assert grad.abs().max() < 1e-10
+    return w
+
+
+def test_lcodec_newton_step_points_to_the_retrained_optimum():
+    """On L2-regularised logistic regression the noiseless LCODEC step lands near the retrained optimum.
+
+    The regulariser is lambda (n - m) / 2 ||w||^2, so that the Newton step of removing U is
+    (m / (n - m)) (H_r + lambda I)^{-1} g_U, LCODEC's formula; small inputs keep H_r << lambda I."""
+    g = torch.Generator().manual_seed(0)
+    n, d, m, lam = 60, 4, 18, 0.05
+    x = 0.1 * torch.randn(n, d, generator=g, dtype=torch.float64)
+    w_true = torch.tensor([8.0, -6.0, 4.0, 0.0], dtype=torch.float64)
+    y = (torch.rand(n, generator=g, dtype=torch.float64) > torch.sigmoid(x @ w_true)).long()
+    forget, retain = torch.arange(m), torch.arange(m, n)
+    w0 = logreg_optimum(x, y, lam * (n - m), torch.zeros(d, dtype=torch.float64))
+    w_r = logreg_optimum(x[retain], y[retain], lam * (n - m), w0)
+    data = DeviceData("toy", x, y, x[:10], y[:10], 2, ("0", "1"))
+    split = Split("sample", forget, retain, torch.empty(0, dtype=torch.long), torch.arange(10), 2)
+    model = LogReg(d).double().eval()
+    with torch.no_grad():
+        model.lin.weight.copy_(w0[None])
+    # one scrub of all of U, no noise (M = 0 -> sigma = 0), no revert rule
+    out, rec = U.run("lcodec", model, data, split, l2_reg=lam, smooth_m=0.0, scrub_batch_size=m, n_perturbations=40,
+                     hessian_size=n, eval_size=0, track_size=0)
+    assert rec.extra["scrubs"] == 1 and rec.extra["selected"] == [[("lin", 0)]] and rec.extra["sigma"] == 0.0
+    w1 = out.lin.weight.detach()[0]
+    assert (w_r - w0).norm() > 0.1  # retraining moves the optimum
+    assert (w1 - w_r).norm() < 0.1 * (w0 - w_r).norm()
+    assert torch.cosine_similarity(w1 - w0, w_r - w0, dim=0) > 0.99
 
 
 def test_lcodec_changes_only_the_selected_units(original, data):

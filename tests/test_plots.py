@@ -69,18 +69,33 @@ def test_embedding_sample_gathers_forget_then_retain(data):
     z, y, is_forget = embedding_sample(model, data, split, n_retain=40, seed=0)
     assert z.shape == (90, 128) and y.shape == (90,) and is_forget.sum() == 50
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)  # z is L2-normalised
-    assert set(y[is_forget].tolist()) <= set(data.y_train[split.forget].tolist())
+    # all 50 forget samples first (n_forget 500 > 50), in index order; z and y are theirs
+    assert is_forget[:50].all() and np.array_equal(y[:50], data.y_train[split.forget].numpy())
+    with torch.no_grad():
+        z_f, z_r = (model.embed(data.x_train[idx]).numpy() for idx in (split.forget, split.retain))
+    np.testing.assert_allclose(z[:50], z_f, atol=1e-5)
+    # then 40 distinct retained samples, each with its own label
+    d = ((z[50:, None, :] - z_r[None]) ** 2).sum(-1)
+    match = d.argmin(1)
+    assert d.min(1).max() < 1e-8 and len(set(match.tolist())) == 40
+    np.testing.assert_array_equal(y[50:], data.y_train[split.retain].numpy()[match])
     z2, _, _ = embedding_sample(model, data, split, n_retain=40, seed=0)
     np.testing.assert_array_equal(z, z2)
 
 
 def test_mia_bars_from_results(tmp_path):
-    r = MIAResult(0.6, 0.9, 0.8, 0.3, "softmax_sorted", "svc", 180, 180, 100, 0)
-    results = {"original": r, "retrain": r, "contrastive": r}
+    r = lambda f, m, t: MIAResult(f, m, 0.8, t, "softmax_sorted", "svc", 180, 180, 100, 0)  # noqa: E731
+    results = {"original": r(0.9, 0.85, 0.3), "retrain": r(0.4, 0.8, 0.35), "contrastive": r(0.2, 0.75, 0.25)}
     fig = plots.mia_bars(results)
     (ax,) = fig.axes
     assert len(ax.patches) == 3 * 3  # three models x (forget, held-out members, held-out non-members)
-    assert sorted(round(p.get_height(), 6) for p in ax.patches)[-1] == 90.0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["original", "retrain", "contrastive"]
+    # one bar group per model (at x = 0, 1, 2), one colour per set; the AUC is not drawn
+    bars = {c.get_label(): [(round(b.get_x() + b.get_width() / 2), round(b.get_height(), 6)) for b in c]
+            for c in ax.containers}
+    assert bars == {r"$D_{tr}^u$ (forget)": [(0, 90.0), (1, 40.0), (2, 20.0)],
+                    r"$D_{tr}^r$ (held-out members)": [(0, 85.0), (1, 80.0), (2, 75.0)],
+                    r"$D_{ts}$ (held-out non-members)": [(0, 30.0), (1, 35.0), (2, 25.0)]}
     fig2 = plots.mia_bars(mia_table(results))
     assert len(fig2.axes[0].patches) == 9
     # the legend (3 sets) sits under the axes, which keep most of the width even with three models

@@ -20,6 +20,8 @@ def test_aggregate_keeps_groups_apart():
     tables = aggregate(df, {"mia_forget": "D_tr^u"}, 1, ("feature",))
     assert len(tables) == 2  # one per feature, not averaged across features
     assert all(list(t.columns) == ["retrain", "contrastive"] for t in tables.values())
+    cells = {title.split("feature ")[1].split(";")[0]: t.loc["D_tr^u"].tolist() for title, t in tables.items()}
+    assert cells == {"entropy": ["30.0", "40.0"], "loss": ["10.0", "20.0"]}
 
 
 def test_update_readme_needs_markers(tmp_path):

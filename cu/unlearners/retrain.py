@@ -44,7 +44,8 @@ def retrain(model: nn.Module, data: DeviceData, split: Split, cfg: RetrainConfig
     recipe = TrainConfig(cfg.epochs, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.seed)
     arch = model.arch
     fresh, hist = train_cached(data, arch["name"], arch["width"], arch["in_channels"], recipe, idx=split.retain,
-                               trained_on=split_name(split), cache_dir=cfg.cache_dir, progress=progress)
+                               trained_on=split_name(split), cache_dir=cfg.cache_dir, progress=progress,
+                               code=("cu.training", __name__))
     fresh.arch = arch
     # a cached Retrain reports the seconds its training took when it was trained
     return fresh, Record("retrain", split.task, seconds=hist["seconds"][-1], passes=cfg.epochs,
