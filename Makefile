@@ -43,7 +43,7 @@ unit: install
 nbval: install
 	@tmp=$$(mktemp -d) && cp -r notebooks "$$tmp/" && \
 	  CUDA_VISIBLE_DEVICES= $(BIN)/python -m pytest --nbval "$$tmp/notebooks" --nbval-current-env \
-	    --sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider --rootdir "$$tmp"; \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg -q -p no:cacheprovider --rootdir "$$tmp"; \
 	  rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 timing: install

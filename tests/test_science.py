@@ -167,7 +167,7 @@ def test_class_checks_pass_on_the_science_and_fail_on_each_break(capsys):
     rows = _class_rows()
     checks.class_checks(rows, _records(), paper_table(rows, "class"), 10)
     out = capsys.readouterr().out
-    assert "all checks passed" in out and "retrain: stopped by fixed budget, 30 passes" in out
+    assert "all checks passed" in out and "retrain: stops by a fixed budget, 30 passes" in out
     for rows, rec, what in [(_class_rows(retrain_forget=0.01), _records(), "Retrain forgets"),
                             (_class_rows(co_forget=0.11), _records(), "Eq. 8"),
                             (_class_rows(), _records("max_passes"), "not its pass cap"),
