@@ -2,8 +2,9 @@
 
     python -m cu.report results/default [--readme README.md]
 
-reads `class_unlearning.csv`, `sample_unlearning.csv` and `mia.csv` (whichever exist) under a profile's
-folder, writes `tables.md` there (Tables 1/2, 3/7, 4/5 and 6 layouts: evaluation rows x methods, each
+reads `training.csv`, `class_unlearning.csv`, `sample_unlearning.csv` and `mia.csv` (whichever exist)
+under a profile's folder, writes `tables.md` there (the Originals' training and test accuracy, then
+Tables 1/2, 3/7, 4/5 and 6 layouts: evaluation rows x methods, each
 cell the mean over seeds with the half-width of a t-based 95 % confidence interval when there are
 several seeds; the last row counts each method's seeds), and with --readme replaces the README's
 section between the results markers.
@@ -20,6 +21,8 @@ from cu.runtime import atomic_write
 
 ORDER = ["original", "retrain", "contrastive"]
 TABLES = {
+    "training.csv": ("Originals (notebook 01): does the model fit its training set, as the paper's do? accuracy %",
+                     {"acc_train": "training set", "acc_test": "test set"}, 100),
     "class_unlearning.csv": ("Class unlearning (Tables 1/2 layout), accuracy %",
                              {"acc_test_retain": "D_ts^r", "acc_train_forget": "D_tr^u", "acc_test_forget": "D_ts^u"}, 100),
     "sample_unlearning.csv": ("Sample unlearning (Tables 4/5 layout), accuracy %",
@@ -87,6 +90,8 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
         if name == "mia.csv" and attack is not None and {"feature", "classifier"} <= set(df.columns):
             df = df[(df.feature == attack[0]) & (df.classifier == attack[1])]
         extra = tuple(k for k in ("feature", "classifier") if k in df.columns)  # one table per attack
+        if name == "training.csv":  # one table per recipe; its seconds are the training's, shown in notebook 01
+            df, extra = df.drop(columns="seconds", errors="ignore"), ("epochs",)
         for title, table in aggregate(df, metrics, scale, extra).items():
             parts.append(f"**{heading}** ({title})\n\n{table.to_markdown(disable_numparse=True)}")
     return "\n\n".join(parts) + "\n"

@@ -322,3 +322,15 @@ def test_a_variant_is_its_method_with_its_own_hyperparameters():
     assert method_overrides("contrastive", hp, TrainConfig(), None, seed=1) == {"seed": 1, "lr": 0.01}
     with pytest.raises(ValueError, match="unknown unlearning method 'nope'"):
         method_list(["nope:x"], "sample")
+
+
+def test_report_shows_the_originals_fit_per_recipe(tmp_path):
+    from cu.report import markdown
+
+    folder = tmp_path / "p"
+    upsert_csv(folder / "training.csv",
+               [dict(method="original", dataset="d", model="r", width=16, seed=s, epochs=e, acc_train=a, acc_test=0.8,
+                     seconds=9.0) for s, e, a in [(0, 12, 0.985), (1, 12, 0.983), (0, 20, 0.998)]])
+    text = markdown(folder)
+    assert "epochs 12; seeds 0, 1" in text and "epochs 20; seeds 0" in text
+    assert "| training set | 98.4 ± " in text and "| training set | 99.8 " in text and "seconds" not in text
