@@ -191,3 +191,51 @@ def test_retime_runs_every_method_again_instead_of_reading_the_cache(data, origi
     assert [n for n, _ in calls] == ["retrain", "neggrad"]
     assert calls[0][1] is None                                           # Retrain trained again
     assert [r["acc_train_forget"] for r in retimed] == [r["acc_train_forget"] for r in first]  # same models
+
+
+def test_a_sweep_runs_notebooks_when_what_they_need_is_done(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import cu.sweep as S
+
+    monkeypatch.setattr(S, "ROOT", tmp_path)
+    spec = {"profile": "p", "notebooks": ["01_a", "02_b", "03_c", "04_d"], "grid": {"SEED": [0, 1]},
+            "after": {"03_c": ["01_a"], "04_d": ["02_b", "03_c"]}, "parameters": {}}
+    events, lock, running, overlap = [], threading.Lock(), set(), []
+
+    def fake(spec, point, nb, dry_run=False, threads=None):
+        with lock:
+            events.append(("start", point["SEED"], nb))
+            running.add((point["SEED"], nb))
+            overlap.append(set(running))
+        time.sleep(0.05)
+        with lock:
+            running.discard((point["SEED"], nb))
+            events.append(("end", point["SEED"], nb))
+        return "failed: boom" if (point["SEED"], nb) == (1, "02_b") else "ok"
+
+    monkeypatch.setattr(S, "run_notebook", fake)
+    status = S.run_sweep(spec, jobs=2, log=lambda msg: None)
+
+    def at(kind, seed, nb):
+        return events.index((kind, seed, nb))
+
+    for seed in (0, 1):
+        assert at("end", seed, "01_a") < at("start", seed, "02_b") and at("end", seed, "01_a") < at("start", seed, "03_c")
+    assert at("end", 0, "02_b") < at("start", 0, "04_d") > at("end", 0, "03_c")
+    assert {(0, "02_b"), (0, "03_c")} in overlap  # independent notebooks of one point run side by side
+    assert max(len(r) for r in overlap) <= 2  # never more than --jobs at once
+    assert ("start", 1, "04_d") not in events  # what needs a failed notebook is not run
+    assert status["seed-0"] == "ok" and "boom" in status["seed-1"]
+
+
+def test_a_sweep_rejects_an_after_that_cannot_be_run():
+    import cu.sweep as S
+
+    spec = {"notebooks": ["01_a", "02_b"], "after": {"01_a": ["02_b"], "02_b": ["01_a"]}}
+    with pytest.raises(ValueError, match="cycle"):
+        S.needs(spec)
+    with pytest.raises(ValueError, match=r"names \['03_x'\], which are not in its notebooks"):
+        S.needs({"notebooks": ["01_a"], "after": {"01_a": ["03_x"]}})
+    assert S.needs({"notebooks": ["01_a", "02_b"]}) == {"01_a": [], "02_b": ["01_a"]}
