@@ -5,7 +5,8 @@
 #               notebooks (empty cache, results and figures there; leaves the work tree as it was)
 #   make timing notebook 05 with RETIME=True: every method (Retrain too) timed again in one run,
 #               into runs/default/05_retime.ipynb and results/default/efficiency.csv
-PYTHON ?= python3.11
+# python3.11 where there is one, else python3 (>= 3.10); or `make PYTHON=/path/to/python`
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))

@@ -13,7 +13,8 @@ that is chosen is the profile's Original for that seed and is never trained twic
 
     .venv/bin/python benchmarks/epochs_to_fit.py --data-root ../shared/data --candidates 16 20 24 --start 20
 
-Rows are appended to benchmarks/results/epochs_to_fit_<dataset>.csv (one per trained epoch count).
+Rows are appended to benchmarks/results/epochs_to_fit_<dataset>.csv (one per trained epoch count); an epoch
+count already recorded there (same dataset, model, width, seed and lr) is read back instead of measured.
 """
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ import torch
 
 from cu.experiment import prepare
 from cu.training import TrainConfig, accuracy
+
+
+def recorded(args) -> dict[int, dict]:
+    """Rows of the results CSV for this dataset, model, width, seed and lr, by epoch count."""
+    out = Path(args.out)
+    if not out.exists():
+        return {}
+    with out.open() as f:
+        return {int(r["epochs"]): r for r in csv.DictReader(f)
+                if (r["dataset"], r["model"], int(r["width"]), int(r["seed"]), float(r["lr"]))
+                == (args.dataset, args.model, args.width, args.seed, args.lr)}
 
 
 def measure(args, epochs: int) -> dict:
@@ -73,9 +85,12 @@ def main():
     cands = sorted(set(args.candidates) | {args.start})
     i = cands.index(args.start)
     fits: dict[int, bool] = {}
+    known = recorded(args)  # an epoch count measured before is read back, not measured (nor appended) again
     while 0 <= i < len(cands) and cands[i] not in fits:
         e = cands[i]
-        fits[e] = measure(args, e)["acc_train"] >= args.target
+        if e in known:
+            print(f"epochs {e}: recorded in {args.out} (train {100 * float(known[e]['acc_train']):.2f} %)", flush=True)
+        fits[e] = float((known[e] if e in known else measure(args, e))["acc_train"]) >= args.target
         i += -1 if fits[e] else 1
     ok = [e for e in cands if fits.get(e)]
     print(f"fewest epochs reaching {100 * args.target:.1f} % training accuracy among {cands}: "

@@ -180,3 +180,24 @@ def efficiency_checks(times, methods: Iterable[str] = ("contrastive",)) -> None:
                 c.claim(f"{task}: {m} is faster than Retrain", s[m] < s["retrain"],
                         f"{s[m]:.3g} s vs Retrain {s['retrain']:.3g} s")
     c.done()
+
+
+def forgetting_checks(scores: dict, n_models: int) -> None:
+    """Notebook 06: every score is in its range; the untouched Original (the same model N times, a
+    collapsed distribution) scores exactly 0, as the metric defines; Retrain against other Retrains
+    (the metric's ceiling at this number of models) scores above the Original."""
+    c = Checks(f"forgetting quality, {n_models} models per method")
+    for name, s in scores.items():
+        c.claim(f"{name}: forget score in [0, 1], final score >= 0",
+                0 <= s["forget_score"] <= 1 and s["final_score"] >= 0,
+                f"{s['forget_score']:.4f}, {s['final_score']:.4f}")
+        if "ulira_auc" in s:
+            c.claim(f"{name}: U-LiRA AUC in [0, 1]", 0 <= s["ulira_auc"] <= 1, f"{s['ulira_auc']:.4f}")
+    if "original" in scores:
+        c.claim("original (no unlearning): forget score 0", scores["original"]["forget_score"] == 0,
+                f"{scores['original']['forget_score']:.4f}")
+    if "original" in scores and "retrain (held out)" in scores:
+        c.claim("retrain against other retrains scores above the original",
+                scores["retrain (held out)"]["forget_score"] > scores["original"]["forget_score"],
+                f"{scores['retrain (held out)']['forget_score']:.4f}")
+    c.done()

@@ -128,8 +128,11 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
                 hparams: dict | None = None, cache_dir=None, progress: bool = False, retime: bool = False):
     """Run each method on `split`, evaluate it, and return (rows, models, records).
 
-    rows start with the untouched Original (method 'original'); each row is `ident` (dataset, model,
-    width, seed) + the method + the paper's accuracies + seconds, passes and why it stopped.
+    rows start with the untouched Original (method 'original'); each row is the method, its `setting`
+    ('reference' for the Original and Retrain, 'paper' for a method at its published defaults, else the
+    variant's label, e.g. 'tuned'), `ident` (dataset, model, width, seed), the paper's accuracies on the
+    whole test set and, suffixed `_report`, on the report half that tuning never sees
+    (`cu.tuning.halves`), then seconds, passes and why it stopped.
     retime=True runs every method here, one after the other in this process, Retrain included,
     instead of loading cached models and the times recorded when they were computed (the cache of
     unlearned models is then refreshed; Retrain's checkpoint is left as it is).
@@ -141,15 +144,22 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
     unknown = sorted(k for k in hparams if base_name(k) not in unlearners.UNLEARNERS)
     if unknown:
         raise ValueError(f"HPARAMS names unknown methods {unknown}; valid: {', '.join(unlearners.UNLEARNERS)}")
-    rows = [{"method": "original", **ident, **evaluate(original, data, split), "seconds": 0.0, "passes": 0,
-             "stopped": ""}]
+    from cu.tuning import halves, setting_of
+
+    report = halves(split)[1]
+
+    def accuracies(model):  # the paper's accuracies on the whole test set, and on the half tuning never sees
+        return {**evaluate(model, data, split), **{f"{k}_report": v for k, v in evaluate(model, data, report).items()}}
+
+    rows = [{"method": "original", "setting": "reference", **ident, **accuracies(original), "seconds": 0.0,
+             "passes": 0, "stopped": ""}]
     models, records = {"original": original}, {}
     for name in methods:
         overrides = method_overrides(name, hparams, recipe, cache_dir, ident["seed"])
         model, rec = run_cached(name, original, data, split, overrides, cache_dir, progress, refresh=retime)
         assert isinstance(rec, Record)
-        rows.append({"method": name, **ident, **evaluate(model, data, split), "seconds": rec.seconds,
-                     "passes": rec.passes, "stopped": rec.stopped})
+        rows.append({"method": name, "setting": "reference" if name == "retrain" else setting_of(name), **ident,
+                     **accuracies(model), "seconds": rec.seconds, "passes": rec.passes, "stopped": rec.stopped})
         models[name], records[name] = model, rec
     return rows, models, records
 

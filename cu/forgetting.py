@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 DELTA = 1e-5
@@ -180,3 +181,132 @@ def ulira(phi_unlearned, phi_retrained, n_shadow: int | None = None, min_sd: flo
     return {"accuracy": float(((s > 0) == truth).mean()), "auc": float(roc_auc_score(truth, s)),
             "tpr_at_1pct_fpr": float(np.interp(0.01, fpr, tpr)), "n_targets": int(len(tu) + len(tr)),
             "n_shadow": n_shadow}
+
+
+# --------------------------------------------------------------------------- many models
+
+RETAIN_EVAL = 5000  # retained training samples (a seeded subset) on which each model's retain accuracy is measured
+
+
+def model_statistics(model, data, split, retain_eval: int = RETAIN_EVAL) -> dict:
+    """What the scores need from one model: phi on every forget sample, accuracy on a fixed seeded subset
+    of `retain_eval` retained samples (all when fewer) and on the whole test set."""
+    from cu.data import sample
+    from cu.training import accuracy, predict
+
+    logits = predict(model, data, "train", split.forget).float().cpu().numpy()
+    phi = logit_scaled_confidence(logits, data.y_train[split.forget].cpu().numpy())
+    retain = sample(split.retain, retain_eval, torch.Generator().manual_seed(0)).sort().values
+    return {"phi": phi, "acc_retain": accuracy(model, data, "train", retain),
+            "acc_test": accuracy(model, data, "test", split.test)}
+
+
+def collect(path, n_models: int, build, data, split, log=print) -> dict:
+    """Statistics (`model_statistics`) of models k = 0..n_models-1, `build(k)` making model k, kept in the npz
+    file `path`: models already there are not built again, and the file is rewritten (atomically) after each
+    new model, so an interrupted collection resumes. Returns {'phi': (n, n_forget), 'acc_retain': (n,),
+    'acc_test': (n,), 'seconds': (n,)} for the first n_models models."""
+    import time
+    from pathlib import Path
+
+    from cu.runtime import atomic_write
+
+    path = Path(path)
+    have = dict(np.load(path)) if path.exists() else {}
+    rows = [{k: have[k][i] for k in have} for i in range(len(have.get("acc_test", [])))]
+    if rows and np.asarray(rows[0]["phi"]).shape != (len(split.forget),):
+        raise ValueError(f"{path} holds statistics of another forget set; delete it or use another cache folder")
+    for k in range(len(rows), n_models):
+        t0 = time.perf_counter()
+        model = build(k)
+        rows.append({**model_statistics(model, data, split), "seconds": time.perf_counter() - t0})
+        arrays = {key: np.stack([np.asarray(r[key]) for r in rows]) for key in rows[0]}
+        atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+        if log and (k + 1 == n_models or (k + 1) % max(1, n_models // 8) == 0):
+            log(f"{path.stem}: {k + 1}/{n_models} models")
+    rows = rows[:n_models]
+    return {key: np.stack([np.asarray(r[key]) for r in rows]) for key in rows[0]}
+
+
+def quality(unlearned: dict, retrained: dict, delta: float = DELTA) -> tuple[dict, np.ndarray]:
+    """(scores, per-example epsilon) of one method from `collect` outputs; the scores: the challenge's forget score (median and
+    mean per-example epsilon too) and final score (mean accuracies over models), and U-LiRA (half of each kind
+    of models as shadows, the other half attacked)."""
+    n = min(len(unlearned["phi"]), len(retrained["phi"]))
+    eps = per_example_epsilon(unlearned["phi"][:n], retrained["phi"][:n], delta)
+    forget = forget_score(eps, n)
+    acc = {k: float(np.mean(unlearned[k][:n])) for k in ("acc_retain", "acc_test")}
+    ref = {k: float(np.mean(retrained[k][:n])) for k in ("acc_retain", "acc_test")}
+    out = {"n_models": n, "forget_score": forget, "eps_median": float(np.median(eps)), "eps_mean": float(eps.mean()),
+           "final_score": final_score(forget, acc["acc_retain"], ref["acc_retain"], acc["acc_test"], ref["acc_test"]),
+           "acc_retain": acc["acc_retain"], "acc_test": acc["acc_test"]}
+    if n >= 4:
+        u = ulira(unlearned["phi"][:n], retrained["phi"][:n])
+        out.update(ulira_accuracy=u["accuracy"], ulira_auc=u["auc"], ulira_tpr_at_1fpr=u["tpr_at_1pct_fpr"])
+    return out, eps
+
+
+def collect_method(name: str, n_models: int, original, data, split, recipe, hparams: dict, cache_dir, log=print) -> dict:
+    """`collect` for one METHODS entry run n_models times from the Original with seeds 0..n-1, for 'retrain'
+    (trained from scratch on D_tr^r with the Original's recipe and seed k; not checkpointed) or for
+    'original' (the Original itself each time: no unlearning). The statistics are cached under
+    `cache_dir/forgetting/`, keyed by the entry's configuration (without its seed), the forget set, the
+    Original's weights (Retrain: its architecture and recipe) and the code of the method and this module."""
+    import dataclasses
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from cu import unlearners
+    from cu.checkpoints import code_fingerprint, config_key
+    from cu.experiment import base_name, fingerprint, method_overrides
+
+    base = base_name(name)
+    if base == "original":
+        cfg, module = {}, "cu.forgetting"
+
+        def build(k):
+            return original
+    else:
+        def overrides(k):
+            extra = {"cache_dir": None} if base == "retrain" else {}
+            return {**method_overrides(name, hparams, recipe, None, k), "seed": k, **extra}
+
+        def build(k):
+            return unlearners.run(base, original, data, split, **overrides(k))[0]
+
+        cfg = {k: v for k, v in dataclasses.asdict(unlearners.make_config(base, **overrides(0))).items() if k != "seed"}
+        module = unlearners.get(base).fn.__module__
+    key = {"dataset": data.name, "method": name, "config": cfg, "task": split.task,
+           "forget": hashlib.sha256(split.forget.numpy().tobytes()).hexdigest()[:16],
+           "original": dict(original.arch) if base == "retrain" else fingerprint(original),
+           "code": code_fingerprint("cu.forgetting", module)}
+    folder = Path(cache_dir) / "forgetting" if cache_dir is not None else Path(tempfile.mkdtemp())
+    path = folder / f"{data.name}-{name.replace(':', '-')}-{config_key(key)}.npz"
+    return collect(path, n_models, build, data, split, log=log)
+
+
+def compare_with_mia(scores, mia_csv, ident: dict, attack: tuple[str, str] = ("softmax_sorted", "svc")):
+    """Each method's forget score next to notebook 04's paper attack on the same seed: its member rate on
+    D_tr^u, the gap to Retrain's rate (what the MIA calls forgetting: small is good), and both ranks.
+    Returns None (and says why) when mia.csv lacks that seed."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(mia_csv)
+    if not path.exists():
+        print(f"{path} does not exist: run notebook 04 for this profile and seed to compare")
+        return None
+    mia = pd.read_csv(path)
+    sel = mia[(mia.dataset == ident["dataset"]) & (mia.model == ident["model"]) & (mia.width == ident["width"])
+              & (mia.seed == ident["seed"]) & (mia.feature == attack[0]) & (mia.classifier == attack[1])]
+    if "retrain" not in set(sel.method):
+        print(f"{path} has no paper attack on Retrain for seed {ident['seed']}: run notebook 04 to compare")
+        return None
+    rate = sel.set_index("method")["mia_forget"]
+    out = pd.DataFrame({"forget_score": scores["forget_score"]}).join(rate.rename("mia_forget_%"), how="inner")
+    out["mia_gap_to_retrain_pt"] = (out["mia_forget_%"] - rate["retrain"]).abs()
+    out["rank_forget_score"] = out["forget_score"].rank(ascending=False, method="min").astype(int)
+    out["rank_mia_gap"] = out["mia_gap_to_retrain_pt"].rank(method="min").astype(int)
+    return out.round(3)

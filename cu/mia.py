@@ -253,4 +253,29 @@ def mia_table(results: dict[str, MIAResult], decimals: int = 1) -> pd.DataFrame:
             "D_ts (held-out non-members)": "mia_test", "AUC members vs non-members": "mia_auc"}
     table = pd.DataFrame({name: [100 * getattr(r, k) for k in rows.values()] for name, r in results.items()},
                          index=list(rows))
+    if "retrain" in results:  # what the attack calls forgetting: a D_tr^u rate at Retrain's
+        table.loc["D_tr^u gap to Retrain (pt)"] = table.loc["D_tr^u (forget)"] - table.loc["D_tr^u (forget)", "retrain"]
     return table.round(decimals)
+
+
+def warnings(results: dict[str, MIAResult], rows: list[dict] | None = None, min_auc: float = 0.55,
+             collapse_pt: float = 10.0) -> list[str]:
+    """What a reader of an MIA table must know: the attack has no power where the Original's AUC is at
+    most `min_auc` (its rates then say nothing about forgetting), and a method whose test accuracy fell
+    more than `collapse_pt` points under Retrain's has a low member rate because it broke the model, not
+    because it forgot. `rows` are `cu.experiment.run_methods` rows (for the accuracies). Printed and returned."""
+    out = []
+    if "original" in results and results["original"].mia_auc <= min_auc:
+        out.append(f"WARNING: the attack has no power here (the Original's AUC {100 * results['original'].mia_auc:.1f} % "
+                   f"<= {100 * min_auc:.0f} %): its member rates say nothing about forgetting")
+    acc = {r["method"]: r.get("acc_test", r.get("acc_test_retain")) for r in rows or []}
+    if "retrain" in acc:
+        for name, a in acc.items():
+            if name not in ("original", "retrain") and a is not None and 100 * (acc["retrain"] - a) > collapse_pt:
+                out.append(f"WARNING: {name}'s test accuracy ({100 * a:.1f} %) is {100 * (acc['retrain'] - a):.1f} pt "
+                           f"under Retrain's: its low member rate is a broken model, not forgetting")
+    for line in out:
+        print(line)
+    if not out:
+        print("no warnings: the attack has power and no method's accuracy collapsed")
+    return out

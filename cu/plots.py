@@ -132,6 +132,27 @@ def mia_bars(table, title: str = ""):
     return fig
 
 
+def epsilon_distributions(eps: dict, n_models: int, title: str = ""):
+    """Per-example epsilon of each method (`cu.forgetting.per_example_epsilon`) as box plots with the
+    examples as points, on the challenge's half-unit buckets; the dotted line is where the forget score
+    stops giving points (ceil(log(n_models - 1)))."""
+    import math
+
+    names = list(eps)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 2.0), 3.6), constrained_layout=True)
+    vals = [np.minimum(np.asarray(eps[n], dtype=float), 12.0) for n in names]  # the cap (50) drawn at 12
+    ax.boxplot(vals, showfliers=False, widths=0.5)
+    rng = np.random.default_rng(0)
+    for i, v in enumerate(vals, 1):
+        ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=6, alpha=0.5, color=f"C{(i - 1) % 10}")
+    ax.axhline(math.ceil(math.log(n_models - 1)), ls=":", color="grey", lw=1)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30 if len(names) > 5 else 0,
+                  ha="right" if len(names) > 5 else "center")
+    ax.set(ylabel=r"per-example $\varepsilon$ (capped at 12)", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 def _math(label: str) -> str:
     """'D_tr^u' -> mathtext, for the plain-text set names that tables print."""
     for a, b in (("D_tr^u", r"$D_{tr}^u$"), ("D_tr^r", r"$D_{tr}^r$"), ("D_ts", r"$D_{ts}$")):

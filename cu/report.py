@@ -28,7 +28,9 @@ TABLES = {
     "sample_unlearning.csv": ("Sample unlearning (Tables 4/5 layout), accuracy %",
                               {"acc_test": "D_ts", "acc_train_forget": "D_tr^u"}, 100),
     "mia.csv": ("Membership inference (Table 6 layout), member-prediction rate %",
-                {"mia_forget": "D_tr^u", "mia_retain": "D_tr^r (held-out members)", "mia_auc": "AUC (%)"}, 1),  # percent already
+                {"mia_forget": "D_tr^u", "mia_gap_retrain": "D_tr^u gap to Retrain (pt)",
+                 "mia_retain": "D_tr^r (held-out members)", "mia_test": "D_ts (held-out non-members)",
+                 "mia_auc": "AUC (%)"}, 1),  # percent already
 }
 
 
@@ -90,11 +92,40 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
         if name == "mia.csv" and attack is not None and {"feature", "classifier"} <= set(df.columns):
             df = df[(df.feature == attack[0]) & (df.classifier == attack[1])]
         extra = tuple(k for k in ("feature", "classifier") if k in df.columns)  # one table per attack
+        if name == "mia.csv":
+            df = with_retrain_gap(df, extra)
         if name == "training.csv":  # one table per recipe; its seconds are the training's, shown in notebook 01
             df, extra = df.drop(columns="seconds", errors="ignore"), ("epochs",)
         for title, table in aggregate(df, metrics, scale, extra).items():
             parts.append(f"**{heading}** ({title})\n\n{table.to_markdown(disable_numparse=True)}")
+            if name == "mia.csv" and "original" in table.columns and _mean(table.loc["AUC (%)", "original"]) <= 55:
+                parts.append("The attack has **no power** here (the Original's AUC <= 55 %): these member rates say "
+                             "nothing about forgetting.")
+        report = {f"{c}_report": f"{label} (report half)" for c, label in metrics.items() if f"{c}_report" in df.columns}
+        if report and df[list(report)].notna().any().any():  # where tuned settings are to be read (cu.tuning)
+            metrics_r = {**report, **{c: label for c, label in metrics.items() if c == "acc_train_forget"}}
+            rows = df.dropna(subset=list(report))
+            for title, table in aggregate(rows, metrics_r, scale, extra).items():
+                parts.append(f"**{heading}, test accuracies on the report half of the test set, which tuning "
+                             f"never sees** ({title})\n\n{table.to_markdown(disable_numparse=True)}")
     return "\n\n".join(parts) + "\n"
+
+
+def with_retrain_gap(df: pd.DataFrame, attack_keys=()) -> pd.DataFrame:
+    """mia.csv with `mia_gap_retrain`: each row's D_tr^u rate minus Retrain's for the same seed and attack."""
+    keys = ["dataset", "model", "width", "seed", *attack_keys]
+    ref = df[df.method == "retrain"].set_index(keys)["mia_forget"].rename("retrain_forget")
+    out = df.join(ref, on=keys)
+    out["mia_gap_retrain"] = out["mia_forget"] - out["retrain_forget"]
+    return out.drop(columns="retrain_forget")
+
+
+def _mean(cell: str) -> float:
+    """The mean of a 'mean ± half' table cell."""
+    try:
+        return float(str(cell).split(" ")[0])
+    except ValueError:
+        return float("nan")
 
 
 def update_readme(readme: str | Path, text: str, profile: str = "default") -> None:

@@ -95,3 +95,35 @@ def test_bad_input_is_refused_with_the_fix():
         F.per_example_epsilon(np.full((3, 1), np.inf), np.zeros((3, 1)))
     with pytest.raises(ValueError, match="n_models >= 3"):
         F.forget_score([0.0], 2)
+
+
+def test_collect_keeps_each_models_statistics_and_resumes(data, original, tmp_path):
+    from cu.data import random_split
+
+    split = random_split(data, 20, seed=0)
+    built = []
+
+    def build(k):
+        built.append(k)
+        return original
+
+    path = tmp_path / "stats.npz"
+    first = F.collect(path, 3, build, data, split, log=None)
+    assert built == [0, 1, 2] and first["phi"].shape == (3, 20) and first["acc_test"].shape == (3,)
+    more = F.collect(path, 5, build, data, split, log=None)  # only the two new models are built
+    assert built == [0, 1, 2, 3, 4] and np.array_equal(more["phi"][:3], first["phi"])
+    assert F.collect(path, 2, build, data, split, log=None)["phi"].shape == (2, 20)
+    with pytest.raises(ValueError, match="another forget set"):
+        F.collect(path, 6, build, data, random_split(data, 10, seed=0), log=None)
+
+
+def test_the_same_model_n_times_scores_zero_and_forget_scores_follow_the_metric():
+    rng = np.random.default_rng(0)
+    n, m = 8, 30
+    retrained = {"phi": rng.normal(0, 1, (n, m)), "acc_retain": np.full(n, 0.9), "acc_test": np.full(n, 0.8)}
+    same = {"phi": np.tile(rng.normal(0, 1, m), (n, 1)), "acc_retain": np.full(n, 0.9), "acc_test": np.full(n, 0.8)}
+    scores, eps = F.quality(same, retrained)
+    assert scores["forget_score"] == 0 and (eps == F.EPSILON_CAP).all()  # a collapsed distribution
+    scores, eps = F.quality({**retrained, "phi": rng.normal(0, 1, (n, m))}, retrained)
+    assert scores["forget_score"] > 0 and scores["final_score"] == pytest.approx(scores["forget_score"])
+    assert 0 <= scores["ulira_auc"] <= 1 and scores["n_models"] == n

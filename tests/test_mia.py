@@ -170,3 +170,18 @@ def test_mia_grid_matches_single_attacks_and_summarises(data, original):
     summary = mia_summary(grid, "mia_auc")
     assert summary.shape == (4, 2) and list(summary.columns) == ["original", "untrained"]
     assert summary.loc["loss / svc", "original"] == round(100 * grid["loss", "svc"]["original"].mia_auc, 1)
+
+
+def test_warnings_name_an_attack_without_power_and_a_collapsed_method(capsys):
+    from cu.mia import MIAResult, mia_table, warnings
+
+    def r(forget, auc):
+        return MIAResult(forget, 0.9, auc, 0.5, "softmax_sorted", "svc", 10, 10, 5, 0)
+
+    rows = [{"method": "original", "acc_test": 0.9}, {"method": "retrain", "acc_test": 0.88},
+            {"method": "a", "acc_test": 0.86}, {"method": "b", "acc_test": 0.40}]
+    out = warnings({"original": r(0.9, 0.52), "retrain": r(0.7, 0.5), "a": r(0.6, 0.5), "b": r(0.1, 0.5)}, rows)
+    assert len(out) == 2 and "no power" in out[0] and out[1].startswith("WARNING: b's test accuracy")
+    assert warnings({"original": r(0.9, 0.7), "retrain": r(0.7, 0.6)}, rows[:2]) == []
+    table = mia_table({"original": r(0.9, 0.7), "retrain": r(0.7, 0.6)})
+    assert list(table.loc["D_tr^u gap to Retrain (pt)"]) == [20.0, 0.0]

@@ -46,3 +46,20 @@ def test_aggregate_counts_each_methods_seeds():
     assert title.endswith("seeds 0, 1, 2")
     assert list(table.loc["seeds (n)"]) == ["3", "3", "1"]
     assert table.loc["D_ts", "scrub"] == "60.0" and "±" in table.loc["D_ts", "retrain"]
+
+
+def test_the_mia_table_shows_the_gap_to_retrain_per_seed_and_says_when_the_attack_has_no_power(tmp_path):
+    import pandas as pd
+
+    from cu.report import markdown
+
+    rows = []
+    for seed, (o, r, c) in enumerate([(90, 70, 60), (80, 72, 66)]):
+        for m, rate in (("original", o), ("retrain", r), ("contrastive", c)):
+            rows.append(dict(method=m, dataset="d", model="m", width=8, seed=seed, mia_forget=rate, mia_retain=80,
+                             mia_test=50, mia_auc=53, feature="softmax_sorted", classifier="svc"))
+    pd.DataFrame(rows).to_csv(tmp_path / "mia.csv", index=False)
+    text = markdown(tmp_path)
+    gap = next(line for line in text.splitlines() if line.startswith("| D_tr^u gap to Retrain"))
+    assert [c.strip() for c in gap.split("|")[2:5]] == ["14.0 ± 76.2", "0.0 ± 0.0", "-8.0 ± 25.4"]
+    assert "**no power**" in text

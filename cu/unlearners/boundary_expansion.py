@@ -17,16 +17,24 @@ Defaults from the third-party mirror of the authors' code (github TY-LEE-KR/Boun
 momentum 0.9, no weight decay, 10 passes over D_tr^u (`finetune_epochs`), batch 64, train mode,
 shadow row initialised as their `init_params` does (Xavier-normal weight, zero bias). Their code
 hard-codes C = 10 and a 96-wide AllCNN classifier; here the last Linear of `model.classifier` is
-widened, whatever its size.
+widened, whatever its size. Their loop computes the logits before calling `train()`, so their
+very first batch goes through the feature extractor in eval mode (main.py evaluated the Original
+just before); here every batch is in train mode.
 
 As in their code, the fine-tuning runs in train mode on batches of the forgotten class alone, so
 BatchNorm's running statistics are re-estimated on that one class. At lr 1e-5 this, rather than
-the weight update, can be most of the effect: with lr=0 the method still changes the model's
-predictions.
+the weight update, can be most of the effect. `lr=0.0` is supported as the ablation that
+separates the two: SGD then leaves every parameter exactly as it was (the C real rows of the
+widened layer included, so the pruned model has the Original's weights), and whatever
+forgetting remains comes from the BatchNorm statistics alone. On the digits test Original
+(tests/conftest.py, class 5, seed 0) lr 1e-5 and lr 0 gave the same accuracies on D_tr^u, D_ts^u
+and D_ts^r: there all of the forgetting was the statistics'.
 
 Record: `curve` is the forget accuracy of the pruned model (argmax over the C real classes) on a
-fixed tracking subset after each forget batch; `extra["shadow_rate"]` is the fraction of D_tr^u
-that the widened model assigns to the shadow class at the end of fine-tuning.
+fixed tracking subset after each forget batch; `extra["shadow_rate"]` is the fraction of the
+whole of D_tr^u that the widened model, after the last step and before the shadow row is
+pruned, assigns to the shadow class (argmax over C + 1 outputs, eval mode, i.e. with the
+running statistics the fine-tuning left).
 """
 from __future__ import annotations
 
@@ -47,7 +55,7 @@ from cu.unlearners.common import ForgetCurve, Stopwatch, optimizer_step
 
 @dataclass(frozen=True)
 class BoundaryExpansionConfig:
-    lr: float = 1e-5           # SGD learning rate (their code)
+    lr: float = 1e-5           # SGD learning rate (their code); 0.0: only BatchNorm statistics change
     momentum: float = 0.9      # (their code)
     weight_decay: float = 0.0  # (their code: none)
     epochs: int = 10           # passes over D_tr^u (their finetune_epochs)
@@ -109,7 +117,7 @@ def boundary_expansion(model: nn.Module, data: DeviceData, split: Split, cfg: Bo
             curve(model)
         bar.update(1)
     bar.close()
-    with clock.paused():
+    with clock.paused():  # on all of D_tr^u, before pruning (module docstring)
         shadow_rate = float((predict(model, data, "train", split.forget).argmax(1) == c).float().mean())
     # prune: the shadow row goes, the C real rows go back into the Original's own Linear
     with torch.no_grad():

@@ -1,0 +1,98 @@
+"""The tuning protocol (cu.tuning): the halves of the test set, the objective, the declared spaces, and a
+study that records its trials in SQLite and resumes."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from cu import tuning
+from cu.data import class_split, random_split
+from cu.experiment import PAPER_METHODS
+
+
+def test_halves_cut_each_test_part_in_two_disjoint_halves_fixed_whatever_the_run(data):
+    for split in (class_split(data, 5), random_split(data, 50, seed=0), random_split(data, 50, seed=3)):
+        val, rep = tuning.halves(split)
+        for part in ("test_forget", "test_retain"):
+            a, b, whole = getattr(val, part), getattr(rep, part), getattr(split, part)
+            assert len(set(a.tolist()) & set(b.tolist())) == 0
+            assert sorted(a.tolist() + b.tolist()) == whole.tolist()
+            assert len(a) - len(b) in (0, 1)
+        assert torch.equal(val.forget, split.forget) and torch.equal(val.retain, split.retain)
+    # the same test set gives the same halves for every seed of the sample split (one permutation)
+    v0, _ = tuning.halves(random_split(data, 50, seed=0))
+    v3, _ = tuning.halves(random_split(data, 50, seed=3))
+    assert torch.equal(v0.test_retain, v3.test_retain)
+
+
+def test_the_objective_ranks_every_feasible_class_trial_above_every_infeasible_one():
+    feasible_poor = tuning.score("class", {"acc_test_retain": 0.05, "acc_test_forget": 0.10}, 10)
+    infeasible_good = tuning.score("class", {"acc_test_retain": 0.99, "acc_test_forget": 0.11}, 10)
+    less_infeasible = tuning.score("class", {"acc_test_retain": 0.90, "acc_test_forget": 0.20}, 10)
+    more_infeasible = tuning.score("class", {"acc_test_retain": 0.90, "acc_test_forget": 0.50}, 10)
+    assert feasible_poor == pytest.approx(0.05)
+    assert feasible_poor > infeasible_good and less_infeasible > more_infeasible
+    # sample: keep test accuracy, bring forget accuracy to it (from either side)
+    assert tuning.score("sample", {"acc_test": 0.8, "acc_train_forget": 0.8}, 10) == pytest.approx(0.8)
+    assert tuning.score("sample", {"acc_test": 0.8, "acc_train_forget": 1.0}, 10) == pytest.approx(0.6)
+    assert tuning.score("sample", {"acc_test": 0.8, "acc_train_forget": 0.6}, 10) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="expected 'class' or 'sample'"):
+        tuning.score("both", {}, 10)
+
+
+def test_the_declared_protocol_names_real_hyperparameters_for_every_method_of_the_paper():
+    protocol = tuning.load_protocol()
+    for task, methods in PAPER_METHODS.items():
+        for m in methods:
+            space, budget = tuning.space_for(protocol, m, task)
+            assert space and budget >= 1
+    with pytest.raises(ValueError, match=r"has no hyperparameter\(s\) \['learning_rate'\]"):
+        tuning.space_for({"trials": {"sample": 3}, "spaces": {"sample": {"finetune": {"learning_rate": {"log": [1, 2]}}}}},
+                         "finetune", "sample")
+    with pytest.raises(ValueError, match="no search space for scrub"):
+        tuning.space_for(protocol, "scrub", "sample")
+
+
+def test_suggest_draws_each_kind_of_range():
+    import optuna
+
+    trial = optuna.trial.FixedTrial({"lr": 1e-3, "epochs": 2, "momentum": 0.9, "z": 0.5})
+    space = {"lr": {"log": [1e-4, 1e-2]}, "epochs": {"int": [1, 3]}, "momentum": {"choice": [0.0, 0.9]},
+             "z": {"float": [0.0, 1.0]}}
+    assert tuning.suggest(trial, space) == {"lr": 1e-3, "epochs": 2, "momentum": 0.9, "z": 0.5}
+    with pytest.raises(ValueError, match="unknown kind 'grid'"):
+        tuning.suggest(trial, {"lr": {"grid": [1, 2]}})
+
+
+def test_a_study_scores_trials_on_the_validation_half_records_them_and_resumes(data, original, tmp_path):
+    split = random_split(data, 60, seed=0)
+    space = {"lr": {"log": [1e-3, 1e-1]}, "epochs": {"int": [1, 1]}}
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    seen = []
+    kw = dict(fixed={"seed": 0, "track_size": 0}, storage=storage, study_name="s", log=seen.append)
+    study = tuning.tune("finetune", original, data, split, space, 2, **kw)
+    assert len(study.trials) == 2 and len(seen) == 2
+    t = study.trials[0]
+    # the score is the protocol's objective of the accuracies stored with the trial
+    assert t.value == pytest.approx(tuning.score("sample", t.user_attrs, 10))
+    assert t.user_attrs["stopped"] == "fixed"
+    study = tuning.tune("finetune", original, data, split, space, 3, **kw)  # resumed from SQLite: one more
+    assert len(study.trials) == 3 and len(seen) == 3
+    rows = tuning.trial_rows(study, "finetune", {"dataset": "digits"}, "sample")
+    assert [r["trial"] for r in rows] == [0, 1, 2] and all(json.loads(r["params"])["epochs"] == 1 for r in rows)
+    assert tuning.best_params(study) == max(study.trials, key=lambda t: t.value).params
+
+
+def test_tuned_settings_are_read_back_for_name_tuned_entries(tmp_path):
+    path = tmp_path / "tuned_hparams.csv"
+    ident = {"dataset": "digits", "model": "resnet18", "width": 16, "seed": 1}
+    with pytest.raises(FileNotFoundError, match="python -m cu.tuning configs/<profile>.yaml --task sample --methods fisher"):
+        tuning.with_tuned({}, ["fisher:tuned"], path, ident, "sample")
+    pd.DataFrame([{"method": "fisher", "dataset": "digits", "model": "resnet18", "width": 16, "seed": 0,
+                   "task": "sample", "hparams": json.dumps({"alpha": 3e-8})}]).to_csv(path, index=False)
+    out = tuning.with_tuned({"fisher": {"chunk": 8}}, ["contrastive", "fisher:tuned"], path, ident, "sample")
+    assert out == {"fisher": {"chunk": 8}, "fisher:tuned": {"alpha": 3e-8}}  # seed 0's choice, applied to seed 1
+    with pytest.raises(ValueError, match="no tuned setting of finetune"):
+        tuning.with_tuned({}, ["finetune:tuned"], path, ident, "sample")
+    assert tuning.setting_of("fisher:tuned") == "tuned" and tuning.setting_of("fisher") == "paper"
