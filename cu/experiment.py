@@ -125,7 +125,8 @@ def method_overrides(name: str, hparams: dict, recipe: TrainConfig, cache_dir, s
 
 
 def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe: TrainConfig,
-                hparams: dict | None = None, cache_dir=None, progress: bool = False, retime: bool = False):
+                hparams: dict | None = None, cache_dir=None, progress: bool = False, retime: bool = False,
+                log=print):
     """Run each method on `split`, evaluate it, and return (rows, models, records).
 
     rows start with the untouched Original (method 'original'); each row is the method, its `setting`
@@ -135,7 +136,8 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
     (`cu.tuning.halves`), then seconds, passes and why it stopped.
     retime=True runs every method here, one after the other in this process, Retrain included,
     instead of loading cached models and the times recorded when they were computed (the cache of
-    unlearned models is then refreshed; Retrain's checkpoint is left as it is).
+    unlearned models is then refreshed; Retrain's checkpoint is left as it is). `log` gets one line per
+    method (its seconds, passes and why it stopped; a cached model's are those recorded when it ran).
     """
     from cu import unlearners
     from cu.results import Record
@@ -161,6 +163,8 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
         rows.append({"method": name, "setting": "reference" if name == "retrain" else setting_of(name), **ident,
                      **accuracies(model), "seconds": rec.seconds, "passes": rec.passes, "stopped": rec.stopped})
         models[name], records[name] = model, rec
+        if log:  # one line per method, so that a long run is not silent (None: quiet)
+            log(f"{name}: {rec.seconds:.1f} s, {rec.passes} passes, stopped: {rec.stopped}")
     return rows, models, records
 
 

@@ -23,6 +23,34 @@ def save_figure(fig, folder: str | Path, name: str, dpi: int = 150) -> list[Path
     return paths
 
 
+# One display name and one colour per method, in one order, across every figure (variants 'name:label'
+# keep their method's colour, dashed, and show the label: 'Contrastive (validated)').
+METHOD_STYLE = {
+    "original": ("Original", "#7f7f7f"), "retrain": ("Retrain", "#000000"), "contrastive": ("Contrastive", "#d62728"),
+    "finetune": ("Finetune", "#1f77b4"), "neggrad": ("NegGrad", "#ff7f0e"), "neggrad_plus": ("NegGrad+", "#e8a33d"),
+    "fisher": ("Fisher", "#2ca02c"), "lcodec": ("LCODEC", "#9467bd"), "boundary_shrink": ("Boundary Shrink", "#8c564b"),
+    "boundary_expansion": ("Boundary Expansion", "#c49c94"), "scrub": ("SCRUB", "#17becf"), "unsir": ("UNSIR", "#bcbd22"),
+    "random_label": ("Random labels", "#393b79"), "salun": ("SalUn", "#e377c2"), "l1_sparse": ("l1-sparse", "#637939"),
+    "ssd": ("SSD", "#843c39"), "bad_teacher": ("Bad Teacher", "#7b4173"),
+}
+
+
+def display_name(name: str) -> str:
+    base, _, label = str(name).partition(":")
+    shown = METHOD_STYLE.get(base, (base, None))[0]
+    return f"{shown} ({label})" if label else shown
+
+
+def method_color(name: str, i: int = 0):
+    return METHOD_STYLE.get(str(name).partition(":")[0], (None, f"C{i % 10}"))[1]
+
+
+def method_order(names) -> list[str]:
+    """`names` in the fixed order of METHOD_STYLE (variants after their method), unknown names last."""
+    rank = {m: i for i, m in enumerate(METHOD_STYLE)}
+    return sorted(names, key=lambda n: (rank.get(str(n).partition(":")[0], len(rank)), str(n)))
+
+
 def training_curve(history: dict, title: str = ""):
     """Loss and train/test accuracy per epoch from a `cu.training.train` history."""
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(8, 3.2), constrained_layout=True)
@@ -50,20 +78,33 @@ def per_class_bars(acc: list[float], class_names, title: str = ""):
     return fig
 
 
-def forget_curves(curves: dict, title: str = "", ylabel: str = r"accuracy on $D_{tr}^u$ (%)"):
-    """Figure 2: forget-set accuracy (fractions) after each forget batch, one line per method."""
-    fig, ax = plt.subplots(figsize=(6, 3.4), constrained_layout=True)
-    styles = ["-", "--", "-.", ":"]
-    for i, (name, curve) in enumerate(curves.items()):
-        acc = [100 * a for a in curve]
+def forget_curves(curves: dict, title: str = "", ylabel: str = r"accuracy on $D_{tr}^u$ (%)", start: float | None = None,
+                  log_x: bool = True):
+    """Figure 2: forget-set accuracy (fractions) after each recorded step, one line per method, in display
+    names and fixed colours, Contrastive drawn on top. `start` (the Original's accuracy) is drawn as a
+    point at x = 0 shared by every method. With `log_x` the x axis is logarithmic (symlog, so 0 stays),
+    so that a method that reaches 0 within a few batches is not squeezed against the axis by one that takes
+    hundreds. The x axis counts the points each method records (forget batches for most; see each
+    method's docstring)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
+    for i, name in enumerate(method_order(curves)):
+        acc = [100 * a for a in curves[name]]
         if not acc:
             continue
-        ax.plot(range(1, len(acc) + 1), acc, styles[(i // 10) % 4], color=f"C{i % 10}", label=name,
-                marker="o" if len(acc) <= 30 else None, markersize=3, linewidth=1.6)
-    ax.set(xlabel="forget batches processed", ylabel=ylabel, ylim=(-2, 102), title=title)
+        x = list(range(1, len(acc) + 1))
+        if start is not None:
+            x, acc = [0] + x, [100 * start] + acc
+        top = str(name).startswith("contrastive")
+        ax.plot(x, acc, "--" if ":" in str(name) else "-", color=method_color(name, i), label=display_name(name),
+                marker="o" if len(acc) <= 30 else None, markersize=3, linewidth=2.2 if top else 1.4,
+                zorder=3 if top else 2)
+    if log_x:
+        ax.set_xscale("symlog", linthresh=1)
+    ax.set(xlabel="steps recorded (forget batches for most methods)" + (", log scale" if log_x else ""),
+           ylabel=ylabel, ylim=(-2, 102), title=title)
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend(loc="upper right", fontsize=9)
+        ax.legend(loc="upper right", fontsize=8)
     return fig
 
 
@@ -116,7 +157,8 @@ def mia_bars(table, title: str = ""):
         from cu.mia import mia_table
 
         table = mia_table(table)
-    rows = [r for r in table.index if not r.startswith("AUC")]
+    auc = table.loc[[r for r in table.index if r.startswith("AUC")][0]] if any(r.startswith("AUC") for r in table.index) else None
+    rows = [r for r in table.index if not r.startswith("AUC") and "gap" not in r]
     models = list(table.columns)
     # the legend sits under the axes, so the bars keep the figure's full width however few models
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(models) + 2.0), 3.6), constrained_layout=True)
@@ -124,10 +166,15 @@ def mia_bars(table, title: str = ""):
     x = np.arange(len(models))
     for i, r in enumerate(rows):
         ax.bar(x + (i - (len(rows) - 1) / 2) * width, table.loc[r].values, width, label=_math(r), color=f"C{i}")
-    ax.set_xticks(x, models, rotation=30 if len(models) > 5 else 0, ha="right" if len(models) > 5 else "center")
+    labels = [display_name(m) + (f"\nAUC {auc[m]:.0f} %" if auc is not None else "") for m in models]
+    ax.set_xticks(x, labels, rotation=30 if len(models) > 5 else 0, ha="right" if len(models) > 5 else "center")
+    forget_row = next((r for r in rows if r.startswith("D_tr^u")), None)
+    if "retrain" in models and forget_row is not None:  # what a perfectly forgotten D_tr^u looks like to this attack
+        ax.axhline(table.loc[forget_row, "retrain"], color="black", ls=":", lw=1, label="Retrain's $D_{tr}^u$ rate")
     ax.set(ylabel="predicted members (%)", ylim=(0, 105), title=title)
     ax.grid(axis="y", alpha=0.3)
-    fig.legend(*ax.get_legend_handles_labels(), fontsize=9, loc="outside lower center", ncol=len(rows),
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=9, loc="outside lower center",
+               ncol=len(rows) + 1 if len(models) >= 5 else 2,
                frameon=False, handlelength=1.2, columnspacing=1.2)
     return fig
 
@@ -143,13 +190,44 @@ def epsilon_distributions(eps: dict, n_models: int, title: str = ""):
     vals = [np.minimum(np.asarray(eps[n], dtype=float), 12.0) for n in names]  # the cap (50) drawn at 12
     ax.boxplot(vals, showfliers=False, widths=0.5)
     rng = np.random.default_rng(0)
-    for i, v in enumerate(vals, 1):
-        ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=6, alpha=0.5, color=f"C{(i - 1) % 10}")
+    for i, (n, v) in enumerate(zip(names, vals), 1):
+        ax.scatter(i + rng.uniform(-0.18, 0.18, len(v)), v, s=6, alpha=0.5, color=method_color(n, i - 1))
     ax.axhline(math.ceil(math.log(n_models - 1)), ls=":", color="grey", lw=1)
-    ax.set_xticks(range(1, len(names) + 1), names, rotation=30 if len(names) > 5 else 0,
+    ax.set_xticks(range(1, len(names) + 1), [display_name(n) for n in names], rotation=30 if len(names) > 5 else 0,
                   ha="right" if len(names) > 5 else "center")
     ax.set(ylabel=r"per-example $\varepsilon$ (capped at 12)", title=title)
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def utility_vs_forgetting(df, task: str, title: str = ""):
+    """One point per method (mean over seeds of a results CSV, `class_unlearning.csv` or
+    `sample_unlearning.csv` rows): x = distance of its D_tr^u accuracy to Retrain's (0 = forgets like
+    Retrain), y = its utility (D_ts^r for a class, D_ts for samples), marker area proportional to its
+    seconds; Retrain's utility as a dotted line. Up and left is better."""
+    utility = "acc_test_retain" if task == "class" else "acc_test"
+    if "retrain" not in set(df["method"]):
+        raise ValueError("utility_vs_forgetting needs Retrain's rows (the reference)")
+    ref_seed = df[df.method == "retrain"].set_index("seed")["acc_train_forget"]
+    df = df.assign(distance=(df["acc_train_forget"] - df["seed"].map(ref_seed)).abs())  # per seed, then averaged
+    mean = df.groupby("method")[[utility, "distance", "seconds"]].mean()
+    ref = mean.loc["retrain"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), constrained_layout=True)
+    secs = mean["seconds"].clip(lower=0)
+    size = 30 + 400 * (secs / secs.max() if secs.max() > 0 else 0)
+    for i, m in enumerate(method_order([m for m in mean.index if m not in ("original", "retrain")])):
+        r = mean.loc[m]
+        ax.scatter(100 * r["distance"], 100 * r[utility], s=size[m], color=method_color(m, i), alpha=0.8,
+                   edgecolors="black", linewidths=0.5, zorder=3)
+        ax.annotate(display_name(m), (100 * r["distance"], 100 * r[utility]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    ax.axhline(100 * ref[utility], color="black", ls=":", lw=1)
+    ax.scatter([0], [100 * ref[utility]], marker="*", s=120, color="black", zorder=4)
+    ax.annotate("Retrain", (0, 100 * ref[utility]), textcoords="offset points", xytext=(6, -12), fontsize=8)
+    ax.set_xlim(left=-1)
+    ax.set(xlabel=r"$|D_{tr}^u$ accuracy $-$ Retrain's$|$ (pt): forgetting, 0 is best",
+           ylabel=("$D_{ts}^r$" if task == "class" else "$D_{ts}$") + " accuracy (%): utility", title=title)
+    ax.grid(alpha=0.3)
     return fig
 
 

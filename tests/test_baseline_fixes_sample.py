@@ -12,29 +12,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import cu.unlearners as U
-from cu.data import DeviceData, Split, class_split, random_split
+from cu.data import class_split, random_split
 import cu.unlearners.fisher as fisher_module
 from cu.unlearners.finetune import RECIPES as FINETUNE_RECIPES
 from cu.unlearners.neggrad import RECIPES as NEGGRAD_RECIPES
 from cu.unlearners.neggrad_plus import RECIPES as NEGGRAD_PLUS_RECIPES
+from helpers import tiny
 
 
 @pytest.fixture(scope="module")
 def split(data):
     return random_split(data, 30, seed=0)
-
-
-def tiny(seed=0, n=24, n_forget=8, classes=3):
-    """A Conv-BatchNorm-Linear model and a 24-sample problem whose first 8 samples are forgotten."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 4, 4, generator=g)
-    y = torch.randint(0, classes, (n,), generator=g)
-    data = DeviceData("tiny", x, y, x[:6], y[:6], classes, tuple(map(str, range(classes))))
-    split = Split("sample", torch.arange(n_forget), torch.arange(n_forget, n), torch.empty(0, dtype=torch.long),
-                  torch.arange(6), classes)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, classes))
-    return model.eval(), data, split
 
 
 def reference(model, steps, loss_fn, lr, momentum=0.0, weight_decay=0.0, train=True):

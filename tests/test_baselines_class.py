@@ -15,6 +15,7 @@ from cu.training import accuracy, predict
 from cu.unlearners.boundary_shrink import nearest_wrong_class
 from cu.unlearners.scrub import ScrubConfig, distill_kl, scrub
 from cu.unlearners.unsir import UnsirConfig, learn_noise, retain_subset
+from helpers import state, same_state, forget_acc
 
 FORGET = 5
 BASELINES = ("boundary_shrink", "boundary_expansion", "scrub", "unsir")
@@ -30,18 +31,6 @@ QUICK = {
 @pytest.fixture(scope="module")
 def split(data):
     return class_split(data, FORGET)
-
-
-def state(model: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def same_state(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def forget_acc(model, data, split) -> float:
-    return accuracy(model, data, "train", split.forget)
 
 
 # --------------------------------------------------------------------------- registry

@@ -10,7 +10,9 @@ from cu.experiment import evaluate
 
 # small settings so that every method runs in seconds; determinism does not depend on them
 FAST = {
-    "contrastive": {"max_passes": 1}, "finetune": {"epochs": 1}, "neggrad": {"max_passes": 2}, "neggrad_plus": {"epochs": 1},
+    "contrastive": {"max_passes": 1}, "finetune": {"epochs": 1}, "neggrad": {"max_passes": 2},
+    "neggrad_plus": {"epochs": 1}, "random_label": {"epochs": 1}, "salun": {"epochs": 1}, "l1_sparse": {"epochs": 1},
+    "ssd": {}, "bad_teacher": {"epochs": 1},
     "fisher": {"fisher_size": 64}, "lcodec": {"n_perturbations": 20, "hessian_size": 128, "eval_size": 100},
     "boundary_shrink": {"epochs": 1}, "boundary_expansion": {"epochs": 1}, "scrub": {"epochs": 1},
     "unsir": {"retain_per_class": 50, "noise_steps": 5}, "retrain": {"epochs": 1, "cache_dir": None},

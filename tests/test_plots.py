@@ -89,8 +89,11 @@ def test_mia_bars_from_results(tmp_path):
     fig = plots.mia_bars(results)
     (ax,) = fig.axes
     assert len(ax.patches) == 3 * 3  # three models x (forget, held-out members, held-out non-members)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["original", "retrain", "contrastive"]
-    # one bar group per model (at x = 0, 1, 2), one colour per set; the AUC is not drawn
+    # display names with each model's AUC under them; Retrain's forget rate as a reference line
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Original\nAUC 80 %", "Retrain\nAUC 80 %",
+                                                             "Contrastive\nAUC 80 %"]
+    assert [line.get_ydata()[0] for line in ax.lines] == [40.0]
+    # one bar group per model (at x = 0, 1, 2), one colour per set; the AUC is not drawn as a bar
     bars = {c.get_label(): [(round(b.get_x() + b.get_width() / 2), round(b.get_height(), 6)) for b in c]
             for c in ax.containers}
     assert bars == {r"$D_{tr}^u$ (forget)": [(0, 90.0), (1, 40.0), (2, 20.0)],
@@ -98,10 +101,11 @@ def test_mia_bars_from_results(tmp_path):
                     r"$D_{ts}$ (held-out non-members)": [(0, 30.0), (1, 35.0), (2, 25.0)]}
     fig2 = plots.mia_bars(mia_table(results))
     assert len(fig2.axes[0].patches) == 9
-    # the legend (3 sets) sits under the axes, which keep most of the width even with three models
+    # the legend (3 sets and Retrain's reference line) sits under the axes, which keep most of the width
     fig.canvas.draw()
     (legend,) = fig.legends
-    assert [t.get_text() for t in legend.get_texts()][0] == r"$D_{tr}^u$ (forget)" and len(legend.get_texts()) == 3
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert r"$D_{tr}^u$ (forget)" in texts and "Retrain's $D_{tr}^u$ rate" in texts and len(texts) == 4
     assert ax.get_position().width > 0.75
     box = legend.get_window_extent()
     assert box.y1 <= ax.get_window_extent().y0 and box.x0 >= 0 and box.x1 <= fig.bbox.x1  # all of it shown
@@ -114,3 +118,32 @@ def test_show_displays_once_and_closes(capsys):
     plots.show(fig)
     assert "Figure" in capsys.readouterr().out  # outside a kernel, display prints the repr
     assert not plt.fignum_exists(fig.number)
+
+
+def test_figures_share_display_names_colours_and_order():
+    assert plots.display_name("contrastive:validated") == "Contrastive (validated)"
+    assert plots.method_color("contrastive:tuned") == plots.method_color("contrastive")
+    assert plots.method_order(["unsir", "contrastive:tuned", "retrain", "contrastive", "new"]) == \
+        ["retrain", "contrastive", "contrastive:tuned", "unsir", "new"]
+    fig = plots.forget_curves({"scrub": [1.0] * 5, "contrastive": [0.5, 0.0]}, start=0.98)
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines] == ["Contrastive", "SCRUB"]
+    assert ax.lines[0].get_xdata()[0] == 0 and ax.lines[0].get_ydata()[0] == pytest.approx(98)  # the Original at 0
+    assert ax.lines[0].get_zorder() > ax.lines[1].get_zorder() and ax.get_xscale() == "symlog"
+    plt.close(fig)
+
+
+def test_utility_vs_forgetting_places_each_method_by_its_per_seed_distance_to_retrain():
+    import pandas as pd
+
+    rows = [dict(method=m, seed=s, acc_test=a, acc_train_forget=f, seconds=sec)
+            for s, shift in ((0, 0.0), (1, 0.1))
+            for m, a, f, sec in (("retrain", 0.8, 0.8 + shift, 100.0), ("contrastive", 0.78, 0.7 + shift, 5.0),
+                                 ("original", 0.82, 1.0, 0.0))]
+    fig = plots.utility_vs_forgetting(pd.DataFrame(rows), "sample")
+    (ax,) = fig.axes
+    (x, y), = ax.collections[0].get_offsets()  # Contrastive: 10 pt from Retrain on both seeds
+    assert x == pytest.approx(10) and y == pytest.approx(78)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="needs Retrain"):
+        plots.utility_vs_forgetting(pd.DataFrame(rows[1:2]), "sample")

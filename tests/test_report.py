@@ -63,3 +63,30 @@ def test_the_mia_table_shows_the_gap_to_retrain_per_seed_and_says_when_the_attac
     gap = next(line for line in text.splitlines() if line.startswith("| D_tr^u gap to Retrain"))
     assert [c.strip() for c in gap.split("|")[2:5]] == ["14.0 ± 76.2", "0.0 ± 0.0", "-8.0 ± 25.4"]
     assert "**no power**" in text
+
+
+def test_the_scorecard_applies_its_stated_rules_to_each_profile(tmp_path):
+    import pandas as pd
+
+    from cu.report import scorecard, verdict
+
+    pd.DataFrame([
+        dict(claim="forgets", source="T1", task="class", file="class_unlearning.csv", method="contrastive",
+             metric="acc_train_forget", kind="value", paper_value=0.0, unit="%", rule="zero"),
+        dict(claim="keeps", source="T1", task="class", file="class_unlearning.csv", method="contrastive",
+             metric="acc_test_retain", kind="gap_to_retrain", paper_value=-1.0, unit="pt", rule="gap"),
+        dict(claim="fast", source="T3", task="class", file="efficiency.csv", method="contrastive",
+             metric="fraction_of_retrain", kind="value", paper_value=0.03, unit="ratio", rule="ratio"),
+    ]).to_csv(tmp_path / "paper_claims.csv", index=False)
+    (tmp_path / "cifar10-cpu").mkdir()
+    rows = [dict(method=m, dataset="cifar10", model="resnet18", width=16, seed=s, acc_test_retain=r, acc_train_forget=f,
+                 acc_test_forget=0.0) for s in (0, 1) for m, r, f in (("retrain", 0.80, 0.0), ("contrastive", 0.73, 0.002))]
+    pd.DataFrame(rows).to_csv(tmp_path / "cifar10-cpu" / "class_unlearning.csv", index=False)
+    text = scorecard(tmp_path, ["cifar10-cpu", "cifar10-paper"])
+    line = {r.split("|")[1].strip(): r for r in text.splitlines() if r.startswith("| ")}
+    assert "0.2 ± 0.0 (2): reproduced" in line["forgets"]  # 0.2 % <= 1 %
+    assert "-7.0 ± 0.0 (2): not reproduced" in line["keeps"]  # 6 pt from the paper's -1
+    assert "–: not run here" in line["fast"]  # no efficiency.csv
+    assert verdict("gap", -1.0, pd.Series([-3.9, -4.1])) == "partly"
+    assert verdict("ratio", 0.03, pd.Series([0.05])) == "reproduced" and verdict("ratio", 0.03, pd.Series([0.2])) == "not reproduced"
+    assert verdict("gap", 0.0, pd.Series([0.0, 20.0])).endswith("(wide CI)")
