@@ -1,6 +1,9 @@
-"""Run the notebooks over a grid of parameters with papermill.
+"""Run the notebooks over a grid of parameters with papermill, each notebook a task on a Dask cluster.
 
-    python -m cu.sweep configs/sweeps/NAME.yaml [--jobs N] [--threads T] [--dry-run]
+    python -m cu.sweep configs/sweeps/NAME.yaml [--workers N] [--threads T] [--retries R] [--dry-run]
+    python -m cu.sweep configs/sweeps/NAME.yaml --scheduler tcp://HOST:8786     # a cluster already running
+    python -m cu.sweep configs/sweeps/NAME.yaml --slurm                         # Slurm jobs from its `cluster:` block
+    python -m cu.sweep configs/sweeps/NAME.yaml --cluster threads --jobs N      # the thread pool, no Dask
 
 The sweep file names a base profile (`configs/<profile>.yaml`), the notebooks of each grid point, the
 grid (parameter -> list of values; the product is taken) and fixed extra parameters. Each grid point
@@ -14,26 +17,67 @@ the same grid point) have finished. By default each notebook needs the one befor
 
     after: {03_sample_unlearning: [01_training], 04_mia: [02_class_unlearning, 03_sample_unlearning]}
 
-lets 02 and 03 run side by side once 01 (which trains the Original they share) is done. `--jobs N` runs
-up to N notebooks at once, always the first ready one in grid order (an earlier grid point finishes
-before a later one starts taking workers); `--threads T` sets OMP_NUM_THREADS/MKL_NUM_THREADS of each
-notebook's process (on a CPU, jobs x threads should not exceed the cores). The results files are locked
-while they are written. Afterwards it aggregates `results/<profile>/` into `tables.md` (cu.report).
+lets 02 and 03 run side by side once 01 (which trains the Original they share) is done.
+
+Backends. By default (`--cluster local`) a `dask.distributed.LocalCluster` of `--workers N` processes
+with one thread each runs the notebooks, so `python -m cu.sweep X.yaml` needs nothing started first;
+`--scheduler tcp://HOST:8786` uses a running cluster (`dask scheduler` and `dask worker ... --nthreads 1`,
+with this repository at the same path on every machine and `cu` importable there), and `--slurm` starts
+`dask_jobqueue.SLURMCluster` workers, one notebook at a time per Slurm job, from the sweep file's
+`cluster:` block (queue, cores, memory, gpus, walltime, jobs; see `slurm_cluster`). Each notebook of each
+grid point is one Dask task; the tasks it needs are passed to it as futures, so Dask orders them, and
+earlier grid points go first. A task whose worker is lost is run again elsewhere (`--retries R`, which
+also retries a task that raised; a notebook that fails is not retried: its error is reported).
+`--cluster threads` keeps the earlier scheduler: `--jobs N` threads in this process, each running
+papermill, the notebooks writing `results/` themselves under a file lock.
+
+One writer. On Dask a notebook writes its rows into its grid point's own folder
+(`RESULTS_DIR=runs/<profile>/<point>/results`, which starts with copies of the results files notebooks
+only read, such as tuned_hparams.csv); the task returns the rows of the files the notebook wrote (read
+back from those CSVs, and listed in its `.done` marker), and this process alone merges them into
+`results/<profile>/*.csv` with `cu.results.upsert_csv` under each file's key (`KEYS`). A failed notebook
+returns no rows and leaves no `.done`, so nothing of it reaches `results/`; a notebook done before is
+skipped, but its rows are merged again from its grid point's CSVs (a sweep stopped before merging loses
+nothing). `--threads T` sets OMP_NUM_THREADS/MKL_NUM_THREADS of each notebook's process (default: this
+command's own; on a CPU, workers x threads should not exceed the cores). Afterwards it aggregates
+`results/<profile>/` into `tables.md` (cu.report).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from cu.results import KEY, upsert_csv
+from cu.runtime import atomic_write
+
 ROOT = Path.cwd()
+
+# The results files notebooks write, each with the key its rows are merged under (the key the notebook
+# itself passes to upsert_csv). A notebook that writes a file not listed here fails on Dask: add the file.
+KEYS = {
+    "training.csv": KEY,
+    "training_per_class.csv": [*KEY, "cls"],
+    "class_unlearning.csv": KEY,
+    "sample_unlearning.csv": KEY,
+    "mia.csv": [*KEY, "n_forget", "feature", "classifier"],
+    "efficiency.csv": [*KEY, "task"],
+    "forgetting.csv": [*KEY, "n_models"],
+}
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+LABELS = {"ok": "done ", "skipped": "skip ", "blocked": "block"}  # progress lines; anything else is a failure
 
 
 def load_sweep(path: str | Path) -> dict:
@@ -81,31 +125,76 @@ def point_name(point: dict) -> str:
     return "_".join(f"{k.lower()}-{v}" for k, v in point.items()) or "base"
 
 
-def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, threads: int | None = None) -> str:
-    """Run one notebook of one grid point; returns 'ok', 'skipped' (done before) or an error text."""
-    out_dir = ROOT / "runs" / spec["profile"] / point_name(point)
+def profile_name(spec: dict, point: dict, root: Path | None = None) -> str:
+    """The notebooks' PROFILE for a grid point: they write `{RESULTS_DIR}/{PROFILE}/<file>.csv`."""
+    cfg = yaml.safe_load((Path(root or ROOT) / "configs" / f"{spec['profile']}.yaml").read_text()) or {}
+    return str({**cfg, **spec.get("parameters", {}), **point}.get("PROFILE", spec["profile"]))
+
+
+def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, threads: int | None = None, *,
+                 root: Path | str | None = None, results_dir: Path | str | None = None,
+                 env: dict | None = None) -> str:
+    """Run one notebook of one grid point; returns 'ok', 'skipped' (done before) or an error text.
+
+    With `results_dir` (the Dask path) the notebook gets RESULTS_DIR=results_dir, and its `.done` marker
+    lists the results files it wrote (`wrote: [training.csv, ...]`). `env` sets (value) or removes (None)
+    variables of the notebook's process; `threads` sets OMP/MKL threads over it.
+    """
+    root = Path(root or ROOT)
+    out_dir = root / "runs" / spec["profile"] / point_name(point)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = out_dir / f"{nb}.done"
     if done.exists():
         return "skipped"
     params = {**spec.get("parameters", {}), **point}
+    if results_dir is not None:
+        params["RESULTS_DIR"] = str(results_dir)
+        own = Path(results_dir) / profile_name(spec, point, root)
+        before = _stamps(own)
     cmd = [sys.executable, "-m", "papermill", f"notebooks/{nb}.ipynb", str(out_dir / f"{nb}.ipynb"),
            "-f", f"configs/{spec['profile']}.yaml", "-y", yaml.safe_dump(params), "--cwd", "notebooks",
            "-k", "python3", "--no-progress-bar", "--log-output"]
     if dry_run:
         print(" ".join(cmd[:6]), "...", params)
         return "skipped"
-    env = None
-    if threads:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    changes = {**(env or {}), **({k: str(threads) for k in THREAD_VARS} if threads else {})}
+    proc_env = None
+    if changes:
+        proc_env = {k: v for k, v in {**os.environ, **changes}.items() if v is not None}
+    extra = {"preexec_fn": _die_with_parent} if results_dir is not None and sys.platform == "linux" else {}
     log = out_dir / f"{nb}.log"  # written as the notebook runs: `tail -f` it to follow a run
     with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=proc_env, **extra)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         return f"{nb} failed (log: {log}): {' | '.join(tail)}"
-    done.write_text("ok\n")
+    marker = "ok\n"
+    if results_dir is not None:  # the files it wrote (with 02 and 03 side by side, perhaps the other's too:
+        after = _stamps(own)     # the same point's rows either way, so merging them again changes nothing)
+        changed = sorted(f for f in after if after[f] != before.get(f))
+        inputs = root / "results" / own.name
+        stray = [f for f in changed if f not in KEYS and not (inputs / f).exists()]
+        if stray:
+            return (f"{nb} wrote {stray} under RESULTS_DIR, which cu.sweep.KEYS does not list, so its rows would "
+                    f"never reach results/: add each file with the key its rows are upserted under")
+        marker = yaml.safe_dump({"wrote": [f for f in changed if f in KEYS]})
+    done.write_text(marker)
     return "ok"
+
+
+def _stamps(folder: Path) -> dict[str, tuple]:
+    """CSV name -> (inode, mtime, size): upsert_csv replaces a file it writes, so any write changes these."""
+    out = {}
+    for p in sorted(folder.glob("*.csv")):
+        st = p.stat()
+        out[p.name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return out
+
+
+def _die_with_parent():
+    """In the notebook's process before papermill starts (Linux): be killed when the worker running it dies,
+    so a lost worker leaves no notebook running next to the task's retry (the kernel follows papermill)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 def run_point(spec: dict, point: dict, dry_run: bool = False) -> tuple[str, str]:
@@ -188,27 +277,213 @@ def run_sweep(spec: dict, jobs: int = 1, threads: int | None = None, log=print) 
     return status
 
 
-def main():
+# ---- Dask: one task per notebook, this process the one writer of results/ -------------------------------
+
+def run_task(root: str, spec: dict, point: dict, nb: str, env: dict, *needed: dict) -> dict:
+    """One notebook of one grid point, run on a Dask worker into the point's own results folder.
+
+    `needed` are the results of the tasks it needs (Dask passes them once they are done). Returns
+    {point, notebook, status ('ok' | 'skipped' | 'blocked' | an error text), rows {file: DataFrame}, seconds,
+    worker}; the rows are those of the files the notebook wrote (its `.done` marker lists them), for the
+    client to merge. Writes nothing under results/.
+    """
+    root_path, name, t0 = Path(root), point_name(point), time.time()
+    out = {"point": name, "notebook": nb, "rows": {}, "seconds": 0.0, "worker": _worker_address()}
+    failed = [d["notebook"] for d in needed if d["status"] not in ("ok", "skipped")]
+    if failed:
+        return {**out, "status": "blocked", "error": f"{nb} not run: it needs {failed[0]}, which failed"}
+    folder = root_path / "runs" / spec["profile"] / name
+    own = folder / "results" / profile_name(spec, point, root_path)
+    done = folder / f"{nb}.done"
+    if not done.exists():
+        _copy_inputs(root_path / "results" / own.name, own)
+    status = run_notebook(spec, point, nb, root=root_path, results_dir=folder / "results", env=env)
+    if status not in ("ok", "skipped"):
+        return {**out, "status": status, "seconds": time.time() - t0}
+    marker = yaml.safe_load(done.read_text())
+    wrote = marker.get("wrote", []) if isinstance(marker, dict) else []  # a marker of --cluster threads: "ok"
+    rows = {f: pd.read_csv(own / f) for f in wrote if (own / f).exists()}
+    return {**out, "status": status, "rows": rows, "seconds": time.time() - t0}
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):  # not on a worker (a test calling run_task directly)
+        return "local"
+
+
+def _copy_inputs(shared: Path, own: Path) -> None:
+    """Copy the results files notebooks only read (not in KEYS: tuned_hparams.csv, ...) into a point's folder,
+    where a notebook finds them at {RESULTS_DIR}/{PROFILE}/; an unchanged copy is left alone."""
+    own.mkdir(parents=True, exist_ok=True)
+    for src in sorted(shared.glob("*.csv")) if shared.exists() else []:
+        dst, st = own / src.name, src.stat()
+        if src.name in KEYS or (dst.exists() and (dst.stat().st_mtime_ns, dst.stat().st_size)
+                                == (st.st_mtime_ns, st.st_size)):
+            continue
+        atomic_write(dst, lambda tmp, src=src: shutil.copy2(src, tmp))
+
+
+def merge(rows: dict[str, pd.DataFrame], folder: Path) -> int:
+    """Upsert a task's rows into results/<profile>/ under each file's key; returns the number of rows."""
+    for name, df in rows.items():
+        if len(df):
+            upsert_csv(folder / name, df, key=KEYS[name])
+    return sum(len(df) for df in rows.values())
+
+
+def run_sweep_dask(spec: dict, client, threads: int | None = None, retries: int = 2, log=print) -> dict[str, str]:
+    """Run every (grid point, notebook) as a Dask task on `client`'s cluster, merging rows as tasks finish.
+
+    A task gets the futures of the tasks it needs as arguments, so Dask starts it once they are done;
+    earlier grid points have higher priority. `retries` re-runs a task that raised (a lost worker is
+    re-run by the scheduler, up to its `distributed.scheduler.allowed-failures`). Logs one progress line
+    per finished notebook and returns {point name: 'ok' | 'skipped' | the first error}.
+    """
+    from distributed import as_completed
+
+    from cu.sweep import run_task  # by reference, also under `python -m cu.sweep` (whose functions live in __main__)
+
+    root = ROOT.resolve()
+    req, grid, order = needs(spec), points(spec), _order(spec)
+    env = {k: str(threads) if threads else os.environ.get(k) for k in THREAD_VARS}  # this command's, not the worker's
+    token = uuid.uuid4().hex[:8]  # keys unique to this sweep, so a scheduler never hands back an old result
+    futures, task_of = {}, {}
+    for i, point in enumerate(grid):
+        for nb in order:
+            fut = client.submit(run_task, str(root), spec, point, nb, env, *[futures[(i, d)] for d in req[nb]],
+                                key=f"{nb}-{point_name(point)}-{token}", priority=len(grid) - i,
+                                retries=retries, pure=False)
+            futures[(i, nb)] = fut
+            task_of[fut.key] = (i, nb)
+    status = {point_name(p): "skipped" for p in grid}
+    for k, fut in enumerate(as_completed(list(futures.values())), 1):
+        i, nb = task_of[fut.key]
+        name = point_name(grid[i])
+        try:
+            res = fut.result()
+        except Exception as err:  # noqa: BLE001 - workers lost more often than allowed, or run_task raised each try
+            res = {"status": f"{nb} failed on the cluster: {err!r}", "rows": {}, "seconds": 0.0, "worker": "?"}
+        result = res["status"]
+        n_rows = merge(res["rows"], root / "results" / profile_name(spec, grid[i], root))
+        if result == "ok" and status[name] == "skipped":
+            status[name] = "ok"
+        elif result not in ("ok", "skipped", "blocked") and status[name] in ("ok", "skipped"):
+            status[name] = result
+        head = f"[{k}/{len(futures)}] {LABELS.get(result, 'FAIL ')} {name} {nb}"
+        if result == "ok":
+            log(f"{head} ({res['seconds']:.0f} s on {res['worker']}, {n_rows} rows merged)")
+        elif result == "skipped":
+            log(f"{head} (done before, {n_rows} rows merged)")
+        else:
+            log(f"{head}: {res.get('error', result)}")
+    return status
+
+
+def slurm_cluster(cfg: dict, **overrides):
+    """`dask_jobqueue.SLURMCluster` from a sweep file's `cluster:` block, one notebook at a time per job:
+
+        cluster:
+          queue: gpu           # partition (#SBATCH -p)
+          cores: 8             # CPUs per job (--cpus-per-task); also each notebook's OMP/MKL threads
+          memory: 32GB         # per job (--mem)
+          gpus: 1              # per job: --gres=gpu:1
+          walltime: "04:00:00" # per job (-t); a worker lost to it is re-run elsewhere
+          jobs: 4              # Slurm jobs (workers) to start
+          # any other SLURMCluster argument, e.g. account, job_script_prologue: ["source .venv/bin/activate"]
+
+    Each job runs one worker with one thread (a notebook uses the job's cores and GPUs itself).
+    """
+    from dask_jobqueue import SLURMCluster
+
+    cfg = dict(cfg or {})
+    missing = [k for k in ("cores", "memory", "walltime") if k not in cfg]
+    if missing:
+        raise ValueError(f"the sweep file's cluster: block lacks {missing}; --slurm needs cores, memory and "
+                         f"walltime (and usually queue, gpus, jobs), e.g. cores: 8, memory: 32GB, walltime: '04:00:00'")
+    cores, gpus = int(cfg.pop("cores")), int(cfg.pop("gpus", 0))
+    cfg.pop("jobs", None)
+    extra = list(cfg.pop("job_extra_directives", [])) + ([f"--gres=gpu:{gpus}"] if gpus else [])
+    return SLURMCluster(cores=1, processes=1, job_cpu=cores, job_extra_directives=extra, **{**cfg, **overrides})
+
+
+@contextlib.contextmanager
+def dask_client(cluster: str = "local", workers: int = 1, scheduler: str | None = None, slurm: dict | None = None,
+                retries: int = 2, log=print):
+    """A Dask client on a LocalCluster (`workers` processes, one thread each), on the running scheduler
+    at `scheduler`, or on Slurm jobs (`slurm`: the sweep file's cluster: block); closed afterwards."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    made = None
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):  # clusters started here
+        if scheduler:
+            client = Client(scheduler)
+        elif cluster == "slurm":
+            made = slurm_cluster(slurm)
+            made.scale(jobs=int((slurm or {}).get("jobs", 1)))
+            client = Client(made)
+        elif cluster == "local":
+            made = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+            client = Client(made)
+        else:
+            raise ValueError(f"unknown cluster {cluster!r}: use local, slurm or threads, or give --scheduler")
+    try:
+        served = "dashboard" in client.scheduler_info().get("services", {})  # its page says when bokeh is missing
+        log(f"dask: {client.scheduler.address}, dashboard {client.dashboard_link if served else 'none'}")
+        yield client
+    finally:
+        client.close()
+        if made is not None:
+            made.close()
+
+
+def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", help="a sweep file, e.g. configs/sweeps/default.yaml")
-    ap.add_argument("--jobs", type=int, default=1, help="notebooks run side by side (default 1)")
+    ap.add_argument("--cluster", choices=["local", "slurm", "threads"], default=None,
+                    help="local: a Dask LocalCluster (default); slurm: Slurm jobs from the sweep file's cluster: "
+                         "block; threads: the thread pool of earlier versions, no Dask")
+    ap.add_argument("--slurm", action="store_true", help="same as --cluster slurm")
+    ap.add_argument("--scheduler", metavar="tcp://HOST:8786", help="use this running Dask scheduler's workers")
+    ap.add_argument("--workers", "--jobs", dest="workers", type=int, default=1,
+                    help="notebooks run side by side: LocalCluster workers, or threads of --cluster threads (default 1)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="OMP/MKL threads of each notebook process (default: inherited from the environment)")
+                    help="OMP/MKL threads of each notebook process (default: this command's environment; "
+                         "with --slurm the cluster block's cores)")
+    ap.add_argument("--retries", type=int, default=2, help="re-runs of a task whose worker was lost or that raised; a notebook that fails is "
+                         "reported, not re-run (default 2)")
     ap.add_argument("--dry-run", action="store_true", help="print the runs without executing them")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    kind = "slurm" if args.slurm else args.cluster
+    if args.scheduler and kind is not None:
+        ap.error(f"--scheduler uses a running cluster: leave out --cluster {kind} / --slurm")
+    kind = "scheduler" if args.scheduler else kind or "local"
     spec = load_sweep(args.sweep)
+    if kind == "slurm" and not spec.get("cluster"):
+        ap.error(f"{args.sweep} has no cluster: block for --slurm (see cu.sweep.slurm_cluster for its keys)")
     grid = points(spec)
     if args.dry_run:
         for p in grid:
             run_point(spec, p, dry_run=True)
         return
+    threads = args.threads or (int(spec["cluster"]["cores"]) if kind == "slurm" else None)
     stamp = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
-    stamp(f"sweep {spec['profile']}: {len(grid)} grid points x {len(spec['notebooks'])} notebooks, "
-          f"{args.jobs} at once" + (f", {args.threads} threads each" if args.threads else ""))
-    status = run_sweep(spec, args.jobs, args.threads, log=stamp)
+    at_once = {"local": f"{args.workers} workers", "threads": f"{args.workers} at once", "scheduler": args.scheduler,
+               "slurm": f"{spec.get('cluster', {}).get('jobs', 1)} Slurm jobs"}[kind]
+    stamp(f"sweep {spec['profile']}: {len(grid)} grid points x {len(spec['notebooks'])} notebooks, {at_once}"
+          + (f", {threads} threads each" if threads else ""))
+    if kind == "threads":
+        status = run_sweep(spec, args.workers, threads, log=stamp)
+    else:
+        with dask_client(kind, args.workers, args.scheduler, spec.get("cluster"), args.retries, log=stamp) as client:
+            status = run_sweep_dask(spec, client, threads, args.retries, log=stamp)
     from cu.report import markdown
 
-    folder = ROOT / "results" / spec["profile"]
+    folder = ROOT / "results" / profile_name(spec, grid[0])
     if folder.exists():
         (folder / "tables.md").write_text(markdown(folder))
         print(f"tables: {folder / 'tables.md'}")

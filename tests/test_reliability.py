@@ -155,7 +155,7 @@ def test_method_list_parses_papermill_values_and_checks_tasks():
     with pytest.raises(ValueError, match="unsir does not do sample unlearning"):
         method_list(["contrastive", "unsir"], "sample")
     assert method_list(["contrastive", "unsir"], "sample", skip_other_tasks=True) == ["retrain", "contrastive"]
-    with pytest.raises(ValueError, match="unknown unlearning method .contrastiv.; valid names: boundary_expansion"):
+    with pytest.raises(ValueError, match="unknown unlearning method .contrastiv.; valid names: .*boundary_expansion"):
         method_list(["contrastiv"], "class", skip_other_tasks=True)
     with pytest.raises(TypeError, match="expected a list of method names"):
         method_list(5, "class")

@@ -1,0 +1,260 @@
+"""cu.sweep on Dask: a real scheduler and two workers on 127.0.0.1 run tiny papermill notebooks.
+
+The notebooks write one or two rows with cu.results.upsert_csv, so what is checked is the sweep: who
+writes results/ (the client alone), resuming, a failed or lost task, and the same merged results from an
+existing scheduler and from a LocalCluster. The Slurm path is checked up to its job script.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+import cu.sweep as S
+
+pytest.importorskip("distributed")
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+       "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+PARAMETERS = '''PROFILE: str = "default"  # results go to RESULTS_DIR/PROFILE
+SEED: int = 0  # the grid's parameter
+RESULTS_DIR: str = "../results"  # tidy CSVs under RESULTS_DIR/PROFILE
+SLEEP: float = 0.0  # seconds to sleep before writing (a worker can be killed meanwhile)
+FAIL_AT: str = ""  # this notebook raises for SEED 1
+PIDS: str = ""  # folder where the notebook records the worker running it'''
+
+TRAINING = '''import os, time
+from pathlib import Path
+if PIDS:  # kernel -> papermill -> the worker process
+    import psutil
+    Path(PIDS).mkdir(exist_ok=True)
+    Path(PIDS, f"{SEED}-{os.getpid()}").write_text(str(psutil.Process().parent().parent().pid))
+time.sleep(SLEEP)
+if FAIL_AT == "01_a" and SEED == 1:
+    raise ValueError("01_a cannot run seed 1")
+from cu.results import upsert_csv
+upsert_csv(f"{RESULTS_DIR}/{PROFILE}/training.csv", [dict(method="original", dataset="fake", model="m", width=1,
+           seed=SEED, epochs=1, acc_train=1.0, acc_test=0.5 + SEED / 100, seconds=1.5)])'''
+
+UNLEARNING = '''from pathlib import Path
+assert Path(f"{RESULTS_DIR}/{PROFILE}/tuned_hparams.csv").exists(), "inputs are copied next to the outputs"
+from cu.results import upsert_csv
+upsert_csv(f"{RESULTS_DIR}/{PROFILE}/class_unlearning.csv", [
+    dict(method=m, setting="paper", dataset="fake", model="m", width=1, seed=SEED, acc_test_retain=0.9,
+         acc_train_forget=0.1 * SEED, acc_test_forget=0.0, seconds=2.0) for m in ("retrain", "contrastive")])'''
+
+
+def _notebook(path: Path, code: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, path)
+
+
+def _make_repo(root: Path) -> Path:
+    """Two tiny notebooks (01_a writes training.csv, 02_b class_unlearning.csv), a profile and a tuning file."""
+    (root / "notebooks").mkdir()
+    _notebook(root / "notebooks" / "01_a.ipynb", TRAINING)
+    _notebook(root / "notebooks" / "02_b.ipynb", UNLEARNING)
+    (root / "configs").mkdir()
+    (root / "configs" / "p.yaml").write_text("PROFILE: p\n")
+    (root / "results" / "p").mkdir(parents=True)
+    (root / "results" / "p" / "tuned_hparams.csv").write_text("method,task,hparams\ncontrastive,class,{}\n")
+    return root
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "ROOT", _make_repo(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+SPEC = {"profile": "p", "notebooks": ["01_a", "02_b"], "grid": {"SEED": [0, 1]}, "parameters": {}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """`dask scheduler` and `dask worker` processes (no nanny: a worker is the process we start)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir, self.workers, self.logs = log_dir, [], []
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.scheduler = self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port",
+                                                   self.address.rsplit(":", 1)[1], "--no-dashboard"])
+
+    def _start(self, name, args):
+        log = open(self.log_dir / f"{name}.log", "w")  # read it when a worker does not come up
+        self.logs.append(log)
+        return subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_" + args[0], *args[1:]], env=ENV,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.log_dir)
+
+    def ensure_workers(self, n: int, client) -> None:
+        self.workers = [w for w in self.workers if w.poll() is None]
+        while len(self.workers) < n:
+            name = f"worker{len(self.workers)}-{time.monotonic_ns()}"
+            self.workers.append(self._start(name, ["worker", self.address, "--nthreads", "1", "--no-nanny",
+                                                   "--no-dashboard", "--host", "127.0.0.1", "--name", name]))
+        client.wait_for_workers(n, timeout=120)
+        deadline = time.time() + 30  # a killed worker may still be listed for a moment
+        while len(client.scheduler_info()["workers"]) != n and time.time() < deadline:
+            time.sleep(0.2)
+
+    def stop(self):
+        for p in [*self.workers, self.scheduler]:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in [*self.workers, self.scheduler]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        for log in self.logs:
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from distributed import Client
+
+    c = Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        c.client = Client(c.address, timeout=60)
+        c.ensure_workers(2, c.client)
+        yield c
+    finally:
+        if getattr(c, "client", None) is not None:
+            c.client.close()
+        c.stop()
+
+
+def _results(root: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((root / "results" / "p").glob("*.csv"))}
+
+
+@pytest.fixture(scope="module")
+def swept(cluster, tmp_path_factory):
+    """The 2-seed sweep run once on the external scheduler: (root, status, log lines, results files)."""
+    root = _make_repo(tmp_path_factory.mktemp("external"))
+    cluster.ensure_workers(2, cluster.client)
+    logs = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(S, "ROOT", root)
+        status = S.run_sweep_dask(SPEC, cluster.client, log=logs.append)
+    return root, status, logs, _results(root)
+
+
+def test_an_existing_scheduler_and_a_local_cluster_merge_the_same_rows(swept, repo, capsys):
+    root, status, logs, external = swept
+    assert status == {"seed-0": "ok", "seed-1": "ok"}
+    assert set(external) == {"training.csv", "class_unlearning.csv", "tuned_hparams.csv"}
+    assert len(external["training.csv"].splitlines()) == 1 + 2
+    assert len(external["class_unlearning.csv"].splitlines()) == 1 + 4
+    assert len(logs) == 4 and all(line.startswith(f"[{k}/4] done ") for k, line in enumerate(logs, 1))
+    # a notebook wrote only its point's folder (inputs copied in); the client alone wrote results/
+    own = root / "runs" / "p" / "seed-1" / "results" / "p"
+    assert sorted(p.name for p in own.glob("*.csv")) == ["class_unlearning.csv", "training.csv", "tuned_hparams.csv"]
+    assert pd.read_csv(own / "training.csv").seed.tolist() == [1]
+    assert (root / "runs" / "p" / "seed-1" / "02_b.done").read_text() == "wrote:\n- class_unlearning.csv\n"
+
+    (repo / "sweep.yaml").write_text("profile: p\nnotebooks: [01_a, 02_b]\ngrid: {SEED: [0, 1]}\n")
+    S.main([str(repo / "sweep.yaml"), "--workers", "2"])  # the command line's default: a LocalCluster
+    out = capsys.readouterr().out
+    assert "dask: tcp://127.0.0.1:" in out and "[4/4] done " in out and "seed-1: ok" in out
+    assert _results(repo) == external
+    assert "contrastive" in (repo / "results" / "p" / "tables.md").read_text()
+
+
+def test_a_resumed_sweep_merges_finished_rows_and_a_failure_writes_none(swept, cluster, monkeypatch):
+    root, _, _, first = swept
+    monkeypatch.setattr(S, "ROOT", root)
+    cluster.ensure_workers(2, cluster.client)
+    for name in ("training.csv", "class_unlearning.csv"):  # as if the client had died before merging
+        (root / "results" / "p" / name).unlink()
+    logs = []
+    assert S.run_sweep_dask(SPEC, cluster.client, log=logs.append) == {"seed-0": "skipped", "seed-1": "skipped"}
+    assert len(logs) == 4 and all(" skip  " in line and "rows merged" in line for line in logs)
+    assert _results(root) == first  # nothing ran again; every row came back from the points' own CSVs
+
+    point = root / "runs" / "p" / "seed-1"
+    for nb in ("01_a", "02_b"):
+        (point / f"{nb}.done").unlink()
+    logs.clear()
+    status = S.run_sweep_dask({**SPEC, "parameters": {"FAIL_AT": "01_a"}}, cluster.client, log=logs.append)
+    assert status["seed-0"] == "skipped" and "01_a failed" in status["seed-1"]
+    assert "01_a cannot run seed 1" in status["seed-1"]  # the notebook's error, from its log
+    assert any(" block " in line and "02_b not run: it needs 01_a" in line for line in logs)
+    assert not (point / "01_a.done").exists() and not (point / "02_b.done").exists()
+    assert _results(root) == first  # the failed task merged nothing
+
+
+def test_a_worker_lost_mid_notebook_is_replaced_and_every_row_lands_once(repo, cluster):
+    cluster.ensure_workers(2, cluster.client)
+    pids = repo / "pids"
+    spec = {**SPEC, "grid": {"SEED": [0]}, "parameters": {"SLEEP": 4.0, "PIDS": str(pids)}}
+    box = {}
+    sweep = threading.Thread(target=lambda: box.update(S.run_sweep_dask(spec, cluster.client, retries=1,
+                                                                         log=lambda msg: None)))
+    sweep.start()
+    deadline = time.time() + 120
+    while not list(pids.glob("*")) and time.time() < deadline:
+        time.sleep(0.1)
+    started = list(pids.glob("*"))
+    assert started, "no notebook started"
+    victim = int(started[0].read_text())
+    assert victim in [w.pid for w in cluster.workers]
+    os.killpg(victim, signal.SIGKILL)  # the worker and the notebook it runs, mid-sleep
+    sweep.join(timeout=180)
+    assert not sweep.is_alive()
+    assert box == {"seed-0": "ok"}
+    assert len(list(pids.glob("*"))) == 2  # 01_a ran again, on the other worker
+    assert int(next(p for p in pids.glob("*") if p != started[0]).read_text()) != victim
+    assert pd.read_csv(repo / "results" / "p" / "training.csv").seed.tolist() == [0]
+    assert sorted(pd.read_csv(repo / "results" / "p" / "class_unlearning.csv").method) == ["contrastive", "retrain"]
+
+
+def test_a_notebook_writing_an_unlisted_file_fails_instead_of_losing_rows(repo, monkeypatch):
+    def papermill(cmd, **kw):  # writes a registered file and one that cu.sweep.KEYS does not list
+        folder = Path(yaml.safe_load(cmd[cmd.index("-y") + 1])["RESULTS_DIR"]) / "p"
+        for name in ("training.csv", "extra.csv"):
+            (folder / name).write_text("method,dataset,model,width,seed\noriginal,fake,m,1,0\n")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(S.subprocess, "run", papermill)
+    res = S.run_task(str(repo), SPEC, {"SEED": 0}, "01_a", {})
+    assert "wrote ['extra.csv'] under RESULTS_DIR, which cu.sweep.KEYS does not list" in res["status"]
+    assert res["rows"] == {} and not (repo / "runs" / "p" / "seed-0" / "01_a.done").exists()
+    assert not (repo / "results" / "p" / "training.csv").exists()
+
+
+def test_slurm_cluster_job_script_comes_from_the_sweep_files_cluster_block(tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    cfg = {"queue": "gpu-short", "cores": 6, "memory": "24GB", "gpus": 1, "walltime": "02:30:00", "jobs": 3,
+           "job_script_prologue": ["source .venv/bin/activate"]}
+    cluster = S.slurm_cluster(cfg, scheduler_options={"dashboard_address": None, "host": "127.0.0.1"},
+                              log_directory=str(tmp_path))
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH -p gpu-short", "#SBATCH -t 02:30:00", "#SBATCH --cpus-per-task=6", "#SBATCH --gres=gpu:1",
+                 "source .venv/bin/activate", "--nthreads 1"):
+        assert line in script, f"{line!r} not in\n{script}"
+    assert "jobs" in cfg  # the sweep file's block is not consumed
+    with pytest.raises(ValueError, match=r"lacks \['walltime'\]"):
+        S.slurm_cluster({"cores": 1, "memory": "1GB"})
