@@ -20,7 +20,6 @@ import pandas as pd
 
 from cu.runtime import atomic_write
 
-ORDER = ["original", "retrain", "contrastive"]
 TABLES = {
     "training.csv": ("Originals (notebook 01): does the model fit its training set, as the paper's do? accuracy %",
                      {"acc_train": "training set", "acc_test": "test set"}, 100),
@@ -53,7 +52,11 @@ def mean_ci(values: pd.Series, scale: float, decimals: int = 1) -> str:
 
 
 def method_order(methods) -> list[str]:
-    return [m for m in ORDER if m in methods] + sorted(m for m in methods if m not in ORDER)
+    """The figures' fixed order (`cu.plots.METHOD_STYLE`): Original, Retrain, Contrastive, the paper's baselines,
+    the newer methods; each variant ('name:tuned') right after its method."""
+    from cu.plots import method_order as order
+
+    return order(methods)
 
 
 def aggregate(df: pd.DataFrame, metrics: dict, scale: float, extra_keys=()) -> dict[str, pd.DataFrame]:
