@@ -33,16 +33,35 @@ LABELS = {  # the paper's row names
 }
 
 
-def evaluate(model: torch.nn.Module, data: DeviceData, split) -> dict:
-    """The paper's accuracies for the split's task (fractions): Tables 1/2 (class) or 4/5 (sample)."""
-    from cu.training import accuracy
+def evaluate(model: torch.nn.Module, data: DeviceData, split, *others) -> dict | tuple[dict, ...]:
+    """The paper's accuracies for the split's task (fractions): Tables 1/2 (class) or 4/5 (sample).
 
-    if split.task == "class":
-        return {"acc_test_retain": accuracy(model, data, "test", split.test_retain),
-                "acc_train_forget": accuracy(model, data, "train", split.forget),
-                "acc_test_forget": accuracy(model, data, "test", split.test_forget)}
-    return {"acc_test": accuracy(model, data, "test", split.test),
-            "acc_train_forget": accuracy(model, data, "train", split.forget)}
+    With further splits of the same data (e.g. `cu.tuning.halves`), one dict per split, all from one pass
+    over the test set and the forget set (their index sets are looked up in those predictions).
+    """
+    from cu.training import predict
+
+    splits = (split, *others)
+    pred = {"test": predict(model, data, "test").argmax(1)}
+    forget = torch.cat([s.forget for s in splits]).unique()
+    pred["train"] = torch.full((len(data.y_train),), -1, dtype=torch.long, device=pred["test"].device)
+    pred["train"][forget.to(pred["test"].device)] = predict(model, data, "train", forget).argmax(1)
+
+    def acc(part: str, idx: torch.Tensor) -> float:
+        if len(idx) == 0:
+            return float("nan")
+        idx = idx.to(pred[part].device)
+        y = (data.y_test if part == "test" else data.y_train)[idx].to(pred[part].device)
+        return float((pred[part][idx] == y).float().mean())
+
+    def one(s) -> dict:
+        if s.task == "class":
+            return {"acc_test_retain": acc("test", s.test_retain), "acc_train_forget": acc("train", s.forget),
+                    "acc_test_forget": acc("test", s.test_forget)}
+        return {"acc_test": acc("test", s.test), "acc_train_forget": acc("train", s.forget)}
+
+    out = tuple(one(s) for s in splits)
+    return out if others else out[0]
 
 
 # The paper's comparison for each task (Sec. 5.1): class unlearning is compared with the class
@@ -151,16 +170,17 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
     report = halves(split)[1]
 
     def accuracies(model):  # the paper's accuracies on the whole test set, and on the half tuning never sees
-        return {**evaluate(model, data, split), **{f"{k}_report": v for k, v in evaluate(model, data, report).items()}}
+        whole, half = evaluate(model, data, split, report)
+        return {**whole, **{f"{k}_report": v for k, v in half.items()}}
 
-    rows = [{"method": "original", "setting": "reference", **ident, **accuracies(original), "seconds": 0.0,
+    rows = [{"method": "original", "setting": setting_of("original"), **ident, **accuracies(original), "seconds": 0.0,
              "passes": 0, "stopped": ""}]
     models, records = {"original": original}, {}
     for name in methods:
         overrides = method_overrides(name, hparams, recipe, cache_dir, ident["seed"])
         model, rec = run_cached(name, original, data, split, overrides, cache_dir, progress, refresh=retime)
         assert isinstance(rec, Record)
-        rows.append({"method": name, "setting": "reference" if name == "retrain" else setting_of(name), **ident,
+        rows.append({"method": name, "setting": setting_of(name), **ident,
                      **accuracies(model), "seconds": rec.seconds, "passes": rec.passes, "stopped": rec.stopped})
         models[name], records[name] = model, rec
         if log:  # one line per method, so that a long run is not silent (None: quiet)

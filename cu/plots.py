@@ -78,76 +78,166 @@ def per_class_bars(acc: list[float], class_names, title: str = ""):
     return fig
 
 
+def curve_series(record) -> dict:
+    """A Record's Figure 2 series: forget accuracy (`curve`) and, when the method tracked them
+    (`cu.unlearners.common.ForgetCurve.extra`), the method's seconds, the step counts and the retained
+    accuracy at the same points."""
+    extra = getattr(record, "extra", None) or {}
+    return {"forget": list(record.curve), "seconds": extra.get("curve_seconds"),
+            "steps": extra.get("curve_steps"), "retained": extra.get("curve_retained")}
+
+
 def forget_curves(curves: dict, title: str = "", ylabel: str = r"accuracy on $D_{tr}^u$ (%)", start: float | None = None,
-                  log_x: bool = True):
-    """Figure 2: forget-set accuracy (fractions) after each recorded step, one line per method, in display
-    names and fixed colours, Contrastive drawn on top. `start` (the Original's accuracy) is drawn as a
-    point at x = 0 shared by every method. With `log_x` the x axis is logarithmic (symlog, so 0 stays),
-    so that a method that reaches 0 within a few batches is not squeezed against the axis by one that takes
-    hundreds. The x axis counts the points each method records (forget batches for most; see each
-    method's docstring)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
-    for i, name in enumerate(method_order(curves)):
-        acc = [100 * a for a in curves[name]]
-        if not acc:
+                  log_x: bool = True, x: str = "seconds", retained_start: float | None = None,
+                  retained_label: str = r"accuracy on $D_{ts}^r$ (%)"):
+    """Figure 2: forget-set accuracy (fractions) as each method proceeds, one line per method, in display
+    names and fixed colours, Contrastive drawn on top; below it, when any method tracked it, a second
+    panel with the retained accuracy at the same points (so a method that wrecks the model does not
+    look ideal). `curves` maps a method to a list of forget accuracies, or to `curve_series(record)`.
+
+    `x`: 'seconds' (the method's own wall seconds, bookkeeping excluded: one unit for every method;
+    a method without recorded seconds falls back to its point count, and the legend says so; when none
+    has them, e.g. plain lists, the whole figure counts points) or
+    'points' (the points each method records: forget batches for most, optimiser steps for SCRUB and
+    UNSIR; see each method's docstring). `start` / `retained_start` (the Original's accuracies) are
+    drawn at x = 0 for every method. With `log_x` the x axis is symlog (0 stays), so a method that
+    reaches 0 within a fraction of a second is not squeezed against the axis by one that takes minutes.
+    """
+    if x not in ("seconds", "points"):
+        raise ValueError(f"forget_curves: x={x!r}; use 'seconds' or 'points'")
+    series = {n: (c if isinstance(c, dict) else {"forget": list(c)}) for n, c in curves.items()}
+    has_retained = any(s.get("retained") for s in series.values())
+    rows = 2 if has_retained else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(6.4, 3.4 * rows), sharex=True, constrained_layout=True, squeeze=False)
+    axes = axes[:, 0]
+    timed = {n for n, s in series.items() if s["forget"] and s.get("seconds") is not None
+             and len(s["seconds"]) == len(s["forget"])}
+    x = "seconds" if x == "seconds" and timed else "points"  # no method has seconds (plain lists): points
+    smallest = []
+    for i, name in enumerate(method_order(series)):
+        s = series[name]
+        if not s["forget"]:
             continue
-        x = list(range(1, len(acc) + 1))
-        if start is not None:
-            x, acc = [0] + x, [100 * start] + acc
+        by_seconds = x == "seconds" and name in timed
+        xs = list(s["seconds"]) if by_seconds else list(range(1, len(s["forget"]) + 1))
+        smallest += [v for v in xs if v > 0][:1]
+        label = display_name(name) + ("" if by_seconds or x == "points" else " (x: points)")
         top = str(name).startswith("contrastive")
-        ax.plot(x, acc, "--" if ":" in str(name) else "-", color=method_color(name, i), label=display_name(name),
-                marker="o" if len(acc) <= 30 else None, markersize=3, linewidth=2.2 if top else 1.4,
-                zorder=3 if top else 2)
+        style = dict(color=method_color(name, i), marker="o" if len(xs) <= 30 else None, markersize=3,
+                     linewidth=2.2 if top else 1.4, zorder=3 if top else 2, linestyle="--" if ":" in str(name) else "-")
+        for ax, key, first in ((axes[0], "forget", start), (axes[-1], "retained", retained_start)):
+            ys = s.get(key)
+            if key == "retained" and (not has_retained or not ys or len(ys) != len(xs)):
+                continue
+            px, py = list(xs), [100 * a for a in ys]
+            if first is not None:
+                px, py = [0] + px, [100 * first] + py
+            ax.plot(px, py, label=label if key == "forget" else None, **style)
     if log_x:
-        ax.set_xscale("symlog", linthresh=1)
-    ax.set(xlabel="steps recorded (forget batches for most methods)" + (", log scale" if log_x else ""),
-           ylabel=ylabel, ylim=(-2, 102), title=title)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(loc="upper right", fontsize=8)
+        axes[0].set_xscale("symlog", linthresh=min(smallest) if smallest and x == "seconds" else 1)
+    unit = ("the method's wall seconds (tracking excluded)" if x == "seconds"
+            else "points recorded (forget batches for most methods)")
+    axes[-1].set_xlabel(unit + (", log scale" if log_x else ""))
+    axes[0].set(ylabel=ylabel, ylim=(-2, 102), title=title)
+    if has_retained:
+        axes[1].set(ylabel=retained_label, ylim=(-2, 102))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if axes[0].lines:
+        axes[0].legend(loc="upper right", fontsize=8)
     return fig
 
 
 def embedding_panels(panels: dict, method: str = "tsne", seed: int = 0, class_names=None, title: str = ""):
-    """Figure 1: one panel per model of its embeddings z projected to 2-D (`cu.embedding.project_2d`,
-    t-SNE or PCA), coloured by class; retain samples are small filled dots, forget samples larger
-    hollow circles with a black ring, drawn on top. `panels` maps a title to (z, y, is_forget)."""
+    """Figure 1: one row of panels, one per model, in the order of `panels` (name -> `cu.embedding.Embedding`
+    of the same samples for every model, e.g. original, retrain, contrastive, neggrad, finetune, those run),
+    each titled by its display name. Each panel projects its own z to 2-D (`cu.embedding.project_2d`, t-SNE or
+    PCA, seeded by `seed`), centred and scaled to unit RMS radius, then turned onto the first panel's
+    projection by the orthogonal Procrustes rotation/reflection over the shared samples, so orientations
+    match across panels. Retain samples are small dots coloured by their true class; forget samples larger
+    dots with a black edge, coloured by the class the model now predicts. The text in each panel is
+    `cu.embedding.own_centre_share`: the share of forget samples whose nearest class centre in the full z
+    is still their own."""
     from matplotlib.lines import Line2D
 
-    from cu.embedding import project_2d
+    from cu.embedding import own_centre_share, project_2d
 
-    n = len(panels)
-    if n == 0:
+    if not panels:
         raise ValueError("embedding_panels needs at least one panel")
-    ncols = n if n <= 3 else (2 if n == 4 else 3)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows + 0.7), squeeze=False,
-                             constrained_layout=True)
-    classes = sorted({int(c) for _, y, _ in panels.values() for c in y})
+    embs = _same_samples({name: _as_embedding(name, p) for name, p in panels.items()})
+    classes = sorted({int(c) for e in embs.values() for c in np.r_[e.y, e.pred]})
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     color = {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
-    for ax, (name, (z, y, is_forget)) in zip(axes.flat, panels.items()):
-        xy = project_2d(z, method, seed)
-        cols = np.array([color[int(c)] for c in y]).reshape(len(y), 4)
-        forget = np.asarray(is_forget, bool)
-        ax.scatter(xy[~forget, 0], xy[~forget, 1], c=cols[~forget], s=9, alpha=0.6, linewidths=0)
-        # forget samples: a black ring around a class-coloured ring, hollow so retain dots show through
-        ax.scatter(xy[forget, 0], xy[forget, 1], s=26, facecolors="none", edgecolors="black", linewidths=1.3)
-        ax.scatter(xy[forget, 0], xy[forget, 1], s=26, facecolors="none", edgecolors=cols[forget], linewidths=0.7)
-        ax.set_title(name, fontsize=12)
+    n = len(embs)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.0), squeeze=False, constrained_layout=True)
+    ref = None
+    for ax, (name, e) in zip(axes[0], embs.items()):
+        xy = _procrustes_align(project_2d(e.z, method, seed), ref)
+        ref = xy if ref is None else ref
+        forget = e.is_forget
+        ax.scatter(xy[~forget, 0], xy[~forget, 1], c=[color[int(c)] for c in e.y[~forget]], s=8, alpha=0.6,
+                   linewidths=0)
+        ax.scatter(xy[forget, 0], xy[forget, 1], c=[color[int(c)] for c in e.pred[forget]], s=30,
+                   edgecolors="black", linewidths=0.8)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi + 0.1 * (hi - lo))  # headroom for the share text
+        share = own_centre_share(e.z, e.y, e.is_forget)
+        ax.text(0.03, 0.97, "own centre: " + ("n/a" if np.isnan(share) else f"{100 * share:.0f} %"),
+                transform=ax.transAxes, ha="left", va="top", fontsize=9,
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.8))
+        ax.set_title(display_name(name), fontsize=12)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in list(axes.flat)[n:]:
-        fig.delaxes(ax)
     names = list(class_names) if class_names is not None else [str(c) for c in classes]
     handles = [Line2D([], [], ls="", marker="o", ms=7, color=color[c], label=names[c] if c < len(names) else str(c))
                for c in classes]
-    handles += [Line2D([], [], ls="", marker="o", ms=3, color="black", label="retain sample"),
-                Line2D([], [], ls="", marker="o", ms=6, mfc="none", mec="black", mew=1.3, label="forget sample")]
+    handles += [Line2D([], [], ls="", marker="o", ms=3, color="grey", label="retain sample (colour: true class)"),
+                Line2D([], [], ls="", marker="o", ms=6, mfc="grey", mec="black", mew=0.8,
+                       label="forget sample (colour: predicted class)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _as_embedding(name, panel):
+    """`panel` as a `cu.embedding.Embedding` of numpy arrays (is_forget boolean), or a ValueError naming the fix."""
+    from cu.embedding import Embedding
+
+    if len(panel) != len(Embedding._fields):
+        raise ValueError(f"panel {name!r} has {len(panel)} fields; pass the Embedding (z, y, is_forget, pred) "
+                         f"that cu.embedding.embedding_sample returns")
+    z, y, is_forget, pred = (np.asarray(a) for a in panel)
+    if not len(z) == len(y) == len(is_forget) == len(pred):
+        raise ValueError(f"panel {name!r}: z, y, is_forget and pred must have one entry per sample")
+    return Embedding(z, y, is_forget.astype(bool), pred)
+
+
+def _same_samples(embs: dict) -> dict:
+    """`embs` unchanged when every panel shows the same samples (same labels and forget flags, in the same
+    order), which the Procrustes alignment needs; else a ValueError naming the fix."""
+    first, e0 = next(iter(embs.items()))
+    for name, e in embs.items():
+        if not (np.array_equal(e.y, e0.y) and np.array_equal(e.is_forget, e0.is_forget)):
+            raise ValueError(f"panels {first!r} and {name!r} do not show the same samples; draw every panel with "
+                             f"embedding_sample(model, data, split, n_retain, n_forget, seed) with the same "
+                             f"split, sizes and seed")
+    return embs
+
+
+def _procrustes_align(xy: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """`xy` (N x 2) centred and scaled to unit RMS distance from its centre, then, when `ref` (N x 2, already
+    so standardised) is given, multiplied by the orthogonal matrix (rotation or reflection) that brings it
+    closest to `ref` in least squares (scipy.linalg.orthogonal_procrustes); row i of both is one sample."""
+    from scipy.linalg import orthogonal_procrustes
+
+    xy = np.asarray(xy, np.float64) - np.mean(xy, axis=0)
+    rms = np.sqrt((xy ** 2).sum(1).mean())
+    xy = xy / rms if rms > 0 else xy
+    if ref is None:
+        return xy
+    rotation, _ = orthogonal_procrustes(xy, ref)
+    return xy @ rotation
 
 
 def mia_bars(table, title: str = ""):

@@ -155,7 +155,9 @@ def claim_values(folder: Path, claim) -> pd.Series | None:
         df = df[df.task == claim.task]
     if claim.file == "mia.csv" and "feature" in df.columns:
         df = df[(df.feature == "softmax_sorted") & (df.classifier == "svc")]
-    scale = 100.0 if claim.unit in ("%", "pt") and claim.file != "mia.csv" else 1.0
+    # percentages and their differences are stored as the table of that file stores them (TABLES' scale);
+    # other units (seconds, ratios) are stored as they are
+    scale = TABLES[claim.file][2] if claim.unit in ("%", "pt") and claim.file in TABLES else 1.0
     mine = df[df.method == claim.method].set_index("seed")[claim.metric].astype(float) * scale
     if claim.kind == "gap_to_retrain":
         ref = df[df.method == "retrain"].set_index("seed")[claim.metric].astype(float) * scale

@@ -206,9 +206,16 @@ def with_tuned(hparams: dict, methods, path: str | Path, ident: dict, task: str)
     return out
 
 
+REFERENCES = ("original", "retrain")  # the models every method is judged against, not methods with a setting
+
+
 def setting_of(name: str) -> str:
-    """The `setting` column of a METHODS entry: 'paper' for a registered name, else its variant label."""
-    return str(name).split(":", 1)[1] if ":" in str(name) else "paper"
+    """The `setting` column of a row: 'reference' for the Original and Retrain (also a labelled one such as
+    'retrain (held out)'), else 'paper' for a registered name and the variant's label for 'name:label'."""
+    name = str(name)
+    if name.split(":", 1)[0].split(" ", 1)[0] in REFERENCES:
+        return "reference"
+    return name.split(":", 1)[1] if ":" in name else "paper"
 
 
 def main():

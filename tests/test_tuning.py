@@ -96,3 +96,27 @@ def test_tuned_settings_are_read_back_for_name_tuned_entries(tmp_path):
     with pytest.raises(ValueError, match="no tuned setting of finetune"):
         tuning.with_tuned({}, ["finetune:tuned"], path, ident, "sample")
     assert tuning.setting_of("fisher:tuned") == "tuned" and tuning.setting_of("fisher") == "paper"
+
+
+def test_the_setting_column_has_one_rule_references_first():
+    assert [tuning.setting_of(n) for n in ("original", "retrain", "retrain (held out)", "retrain_like", "unsir",
+                                           "contrastive:validated")] == \
+        ["reference", "reference", "reference", "paper", "paper", "validated"]
+
+
+def test_evaluating_several_halves_at_once_equals_evaluating_each(data, original):
+    from cu.experiment import evaluate
+    from cu.training import accuracy
+
+    for split in (class_split(data, 5), random_split(data, 50, seed=0)):
+        val, rep = tuning.halves(split)
+        whole, v, r = evaluate(original, data, split, val, rep)
+        assert evaluate(original, data, rep) == r and evaluate(original, data, split) == whole
+        assert whole["acc_train_forget"] == pytest.approx(accuracy(original, data, "train", split.forget))
+        test = "acc_test_retain" if split.task == "class" else "acc_test"
+        idx = split.test_retain if split.task == "class" else split.test
+        assert whole[test] == pytest.approx(accuracy(original, data, "test", idx))
+        # the halves' accuracies are the whole's, weighted by their sizes
+        n_v = len(val.test_retain if split.task == "class" else val.test)
+        n_r = len(idx) - n_v
+        assert (v[test] * n_v + r[test] * n_r) / len(idx) == pytest.approx(whole[test])

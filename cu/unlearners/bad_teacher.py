@@ -76,6 +76,7 @@ class BadTeacherConfig:
     epochs: int = 1                  # passes over the pool
     batch_size: int = 256            # mixed forget / retain batches
     track_size: int = 512            # forget samples on which the curve is tracked (0: off)
+    track_every: int = 1             # record every k-th step of that curve (1: each; bounds its cost)
     seed: int = 0                    # incompetent teacher, retain subset, batch order
 
 
@@ -109,7 +110,8 @@ def bad_teacher(model: nn.Module, data: DeviceData, split: Split, cfg: BadTeache
     gen = set_seed(cfg.seed)
     dev = data.device
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain, every=cfg.track_every)
     competent = copy.deepcopy(model).eval().requires_grad_(False)
     incompetent = incompetent_teacher(model, cfg.seed)
     sub = sample(split.retain, int(cfg.retain_fraction * len(split.retain)), gen).sort().values
@@ -137,5 +139,5 @@ def bad_teacher(model: nn.Module, data: DeviceData, split: Split, cfg: BadTeache
     seconds = clock.stop()
     return model, Record("bad_teacher", split.task, seconds=seconds, passes=cfg.epochs, stopped="fixed",
                          curve=tuple(curve.points), hparams=asdict(cfg),
-                         extra={"steps": step, "retain_subset": len(sub), "pool": len(pool),
+                         extra={**curve.extra(), "steps": step, "retain_subset": len(sub), "pool": len(pool),
                                 "mean_loss": float(torch.stack(losses).mean()) if losses else float("nan")})

@@ -31,10 +31,10 @@ forgetting remains comes from the BatchNorm statistics alone. On the digits test
 and D_ts^r: there all of the forgetting was the statistics'.
 
 Record: `curve` is the forget accuracy of the pruned model (argmax over the C real classes) on a
-fixed tracking subset after each forget batch; `extra["shadow_rate"]` is the fraction of the
-whole of D_tr^u that the widened model, after the last step and before the shadow row is
-pruned, assigns to the shadow class (argmax over C + 1 outputs, eval mode, i.e. with the
-running statistics the fine-tuning left).
+fixed tracking subset after each forget batch (`extra["curve_retained"]`: its D_ts^r accuracy, the
+same way); `extra["shadow_rate"]` is the fraction of the whole of D_tr^u that the widened model,
+after the last step and before the shadow row is pruned, assigns to the shadow class (argmax over
+C + 1 outputs, eval mode, i.e. with the running statistics the fine-tuning left).
 """
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class BoundaryExpansionConfig:
     epochs: int = 10           # passes over D_tr^u (their finetune_epochs)
     batch_size: int = 64       # forget batch (their --batch_size default)
     track_size: int = 512      # forget samples on which the per-batch curve is tracked (0: off)
+    track_every: int = 1       # record every k-th step of that curve (1: each; bounds its cost)
     seed: int = 0
 
 
@@ -85,10 +86,12 @@ def widened(layer: nn.Linear) -> nn.Linear:
     return wide
 
 
-def real_class_accuracy(model: nn.Module, data: DeviceData, idx: torch.Tensor, num_classes: int) -> float:
-    """Accuracy with the shadow output ignored: what the pruned model would score."""
-    logits = predict(model, data, "train", idx)[:, :num_classes]
-    return float((logits.argmax(1) == data.y_train[idx.to(data.device)]).float().mean())
+def real_class_accuracy(model: nn.Module, data: DeviceData, idx: torch.Tensor, num_classes: int,
+                        part: str = "train") -> float:
+    """Accuracy on `part` with the shadow output ignored: what the pruned model would score."""
+    logits = predict(model, data, part, idx)[:, :num_classes]
+    y = (data.y_train if part == "train" else data.y_test)[idx.to(data.device)]
+    return float((logits.argmax(1) == y).float().mean())
 
 
 @register("boundary_expansion", config=BoundaryExpansionConfig, tasks=("class",))
@@ -98,7 +101,9 @@ def boundary_expansion(model: nn.Module, data: DeviceData, split: Split, cfg: Bo
     dev = data.device
     clock = Stopwatch()
     curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
-                        lambda m, d, idx: real_class_accuracy(m, d, idx, c))
+                        lambda m, d, idx: real_class_accuracy(m, d, idx, c),
+                        retain=split.test_retain, every=cfg.track_every,
+                        measure_retained=lambda m, d, idx: real_class_accuracy(m, d, idx, c, "test"))
     narrow = last_linear(model)
     c = narrow.out_features
     wide = widened(narrow)
@@ -127,4 +132,4 @@ def boundary_expansion(model: nn.Module, data: DeviceData, split: Split, cfg: Bo
     model.eval()
     return model, Record("boundary_expansion", split.task, seconds=clock.stop(), passes=cfg.epochs,
                          stopped="fixed", curve=tuple(curve.points), hparams=asdict(cfg),
-                         extra={"steps": step, "shadow_rate": shadow_rate})
+                         extra={**curve.extra(), "steps": step, "shadow_rate": shadow_rate})

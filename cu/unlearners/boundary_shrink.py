@@ -95,6 +95,7 @@ class BoundaryShrinkConfig:
     epochs: int = 10           # passes over D_tr^u (their poison_epoch)
     batch_size: int = 64       # forget batch (their --batch_size default)
     track_size: int = 512      # forget samples on which the per-batch curve is tracked (0: off)
+    track_every: int = 1       # record every k-th step of that curve (1: each; bounds its cost)
     seed: int = 0
 
     def __post_init__(self):
@@ -161,7 +162,8 @@ def boundary_shrink(model: nn.Module, data: DeviceData, split: Split, cfg: Bound
     gen = set_seed(cfg.seed)
     dev = data.device
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain, every=cfg.track_every)
     frozen = copy.deepcopy(model).eval().requires_grad_(False)  # F_o: the Original, fixed
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     pixel = pixel_range(data) if cfg.bound_space == "pixel" else None
@@ -188,5 +190,5 @@ def boundary_shrink(model: nn.Module, data: DeviceData, split: Split, cfg: Bound
     model.eval()
     return model, Record("boundary_shrink", split.task, seconds=clock.stop(), passes=cfg.epochs, stopped="fixed",
                          curve=tuple(curve.points), hparams=asdict(cfg),
-                         extra={"steps": step, "attack_success_rate": int(crossed_sum) / max(seen, 1),
+                         extra={**curve.extra(), "steps": step, "attack_success_rate": int(crossed_sum) / max(seen, 1),
                                 "relabel_counts": last_pass.tolist()})

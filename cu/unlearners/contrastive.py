@@ -59,6 +59,7 @@ class ContrastiveConfig:
     eval_size: int = 1000            # |D_eval^ts| (and cap on |D_eval^u|) for Eq. 9
     eq9_z: float = 0.0               # Eq. 9 with a tolerance of z standard errors (0: as printed)
     track_size: int = 512            # forget samples on which the per-batch curve is tracked (0: off)
+    track_every: int = 1             # record every k-th step of that curve (1: each; bounds its cost)
     seed: int = 0
 
 
@@ -96,7 +97,8 @@ def contrastive(model: nn.Module, data: DeviceData, split: Split, cfg: Contrasti
     checks, step, n_batches = [], 0, 0
     stopped, passes = "max_passes", 0
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain, every=cfg.track_every)
     bar = tqdm(total=cfg.max_passes, desc="contrastive", disable=not progress, leave=False)
     for passes in range(1, cfg.max_passes + 1):
         holds = False
@@ -132,4 +134,4 @@ def contrastive(model: nn.Module, data: DeviceData, split: Split, cfg: Contrasti
     model.eval()
     return model, Record("contrastive", split.task, seconds=clock.stop(), passes=passes, stopped=stopped,
                          curve=tuple(curve.points), hparams={**asdict(cfg), "batch_size": bs, "retain_batch_size": rbs},
-                         extra={"forget_batches": n_batches, "steps": step, "checks": checks})
+                         extra={**curve.extra(), "forget_batches": n_batches, "steps": step, "checks": checks})

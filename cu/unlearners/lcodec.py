@@ -93,6 +93,7 @@ class LcodecConfig:
     eval_size: int = 500          # |D_eval^ts| for the revert rule (0: no rule; theirs: the test set)
     chunk: int = 1024             # images per forward pass
     track_size: int = 512         # forget samples on which the per-scrub curve is tracked (0: off)
+    track_every: int = 1          # record every k-th step of that curve (1: each; bounds its cost)
     seed: int = 0
 
 
@@ -274,7 +275,8 @@ def lcodec(model: nn.Module, data: DeviceData, split: Split, cfg: LcodecConfig,
                if cfg.eval_size > 0 else None)
     model.eval()
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain, every=cfg.track_every)
 
     # the "old" full-training-set finite-difference Hessian, fixed for all scrubs
     hd = sample(torch.arange(n), cfg.hessian_size, gen).sort().values.to(dev)
@@ -337,4 +339,4 @@ def lcodec(model: nn.Module, data: DeviceData, split: Split, cfg: LcodecConfig,
     extra = {"scrubs": scrubs, "reverted": reverted, "sigma": sigma,
              "selected_units_mean": sum(n_sel) / max(1, len(n_sel)), "selected": selected}
     return model, Record("lcodec", split.task, seconds=clock.stop(), passes=1, stopped="fixed",
-                         curve=tuple(curve.points), hparams=asdict(cfg), extra=extra)
+                         curve=tuple(curve.points), hparams=asdict(cfg), extra={**curve.extra(), **extra})

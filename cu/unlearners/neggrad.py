@@ -80,6 +80,7 @@ class NegGradConfig:
     stop_when_unlearned: bool = False  # True: stop once Eq. 8 / Eq. 9 holds, checked after each pass
     eval_size: int = 1000             # |D_eval^ts| (and cap on |D_eval^u|) for Eq. 9
     track_size: int = 512             # forget samples on which the per-batch curve is tracked (0: off)
+    track_every: int = 1              # record every k-th step of that curve (1: each; bounds its cost)
     seed: int = 0
 
 
@@ -96,7 +97,8 @@ def neggrad(model: nn.Module, data: DeviceData, split: Split, cfg: NegGradConfig
     checks, step = [], 0
     stopped, passes = ("max_passes" if cfg.stop_when_unlearned else "fixed"), 0
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain, every=cfg.track_every)
     for passes in tqdm(range(1, cfg.max_passes + 1), desc="neggrad", disable=not progress, leave=False):
         for fb in batches(split.forget, cfg.batch_size, gen):
             model.train()
@@ -113,4 +115,4 @@ def neggrad(model: nn.Module, data: DeviceData, split: Split, cfg: NegGradConfig
                 break
     model.eval()
     return model, Record("neggrad", split.task, seconds=clock.stop(), passes=passes, stopped=stopped,
-                         curve=tuple(curve.points), hparams=asdict(cfg), extra={"steps": step, "checks": checks})
+                         curve=tuple(curve.points), hparams=asdict(cfg), extra={**curve.extra(), "steps": step, "checks": checks})

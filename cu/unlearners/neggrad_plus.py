@@ -97,7 +97,8 @@ def neggrad_plus(model: nn.Module, data: DeviceData, split: Split, cfg: NegGradP
     dev = data.device
     step = 0
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain)  # the loop thins the points
     for _ in tqdm(range(cfg.epochs), desc="neggrad_plus", disable=not progress, leave=False):
         # the retain order is drawn first, so that the first epoch's equals `finetune`'s with the same seed
         retain_batches = list(batches(split.retain, cfg.retain_batch_size, gen))
@@ -115,4 +116,4 @@ def neggrad_plus(model: nn.Module, data: DeviceData, split: Split, cfg: NegGradP
                 curve(model)
     model.eval()
     return model, Record("neggrad_plus", split.task, seconds=clock.stop(), passes=cfg.epochs, stopped="fixed",
-                         curve=tuple(curve.points), hparams=asdict(cfg), extra={"steps": step})
+                         curve=tuple(curve.points), hparams=asdict(cfg), extra={**curve.extra(), "steps": step})

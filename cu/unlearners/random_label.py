@@ -126,10 +126,11 @@ def random_label(model: nn.Module, data: DeviceData, split: Split, cfg: RandomLa
     gen = set_seed(cfg.seed)
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain)  # the loop thins the points
     steps = train_with_random_labels(model, data, split, cfg, gen,
                                      lambda loss, n: optimizer_step(opt, loss, "random_label", n), curve,
                                      "random_label", progress)
     model.eval()
     return model, Record("random_label", split.task, seconds=clock.stop(), passes=cfg.epochs, stopped="fixed",
-                         curve=tuple(curve.points), hparams=asdict(cfg), extra={"steps": steps})
+                         curve=tuple(curve.points), hparams=asdict(cfg), extra={**curve.extra(), "steps": steps})

@@ -153,7 +153,8 @@ def salun(model: nn.Module, data: DeviceData, split: Split, cfg: SalUnConfig,
     mask = salun_mask(model, data, split, cfg)
     mask_seconds = time.perf_counter() - t0
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain)  # the loop thins the points
     step = MaskedStep(model, opt, mask, cfg.freeze_unmasked)
     steps = train_with_random_labels(model, data, split, cfg, gen, step, curve, "salun", progress)
     model.eval()
@@ -161,5 +162,5 @@ def salun(model: nn.Module, data: DeviceData, split: Split, cfg: SalUnConfig,
     total = sum(m.numel() for m in mask.values())
     return model, Record("salun", split.task, seconds=clock.stop(), passes=cfg.epochs, stopped="fixed",
                          curve=tuple(curve.points), hparams=asdict(cfg),
-                         extra={"steps": steps, "mask_fraction": kept / total, "masked_weights": kept,
+                         extra={**curve.extra(), "steps": steps, "mask_fraction": kept / total, "masked_weights": kept,
                                 "total_weights": total, "mask_seconds": mask_seconds})

@@ -57,6 +57,7 @@ class ScrubConfig:
     lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # lr *= lr_decay_rate for each milestone < epoch
     lr_decay_rate: float = 0.1
     track_size: int = 512                    # forget samples on which the curve is tracked (0: off)
+    track_every: int = 1                     # record every k-th step of that curve (1: each; bounds its cost)
     seed: int = 0
 
 
@@ -73,7 +74,8 @@ def scrub(model: nn.Module, data: DeviceData, split: Split, cfg: ScrubConfig,
     gen = set_seed(cfg.seed)
     dev = data.device
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain, every=cfg.track_every)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     step = 0
@@ -114,6 +116,6 @@ def scrub(model: nn.Module, data: DeviceData, split: Split, cfg: ScrubConfig,
     mean = lambda v: float(torch.stack(v).mean()) if v else float("nan")  # noqa: E731
     return model, Record("scrub", split.task, seconds=seconds, passes=cfg.epochs, stopped="fixed",
                          curve=tuple(curve.points), hparams=asdict(cfg),
-                         extra={"steps": step, "forget_passes": min(cfg.msteps, cfg.epochs),
+                         extra={**curve.extra(), "steps": step, "forget_passes": min(cfg.msteps, cfg.epochs),
                                 "curve_phase": curve.labels, "mean_max_loss": mean(losses["max"]),
                                 "mean_min_loss": mean(losses["min"])})

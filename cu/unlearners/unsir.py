@@ -96,6 +96,7 @@ class UnsirConfig:
     impair_epochs: int = 1
     repair_epochs: int = 1
     track_size: int = 512          # forget samples on which the curve is tracked (0: off)
+    track_every: int = 1           # record every k-th step of that curve (1: each; bounds its cost)
     seed: int = 0
 
     def __post_init__(self):
@@ -154,7 +155,8 @@ def unsir(model: nn.Module, data: DeviceData, split: Split, cfg: UnsirConfig,
     dev = data.device
     u = split.forget_class
     clock = Stopwatch()
-    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock)
+    curve = ForgetCurve(data, split.forget, cfg.track_size, cfg.seed, clock,
+                        retain=split.test_retain, every=cfg.track_every)
     noise, noise_ce = learn_noise(model, tuple(data.x_train.shape[1:]), u, cfg, gen, dev)
     sub = retain_subset(data, split, cfg.retain_per_class, gen)
     copies, per_copy = impair_noise_volume(cfg, data.x_train.shape[1], len(sub))
@@ -187,7 +189,7 @@ def unsir(model: nn.Module, data: DeviceData, split: Split, cfg: UnsirConfig,
     model.eval()
     return model, Record("unsir", split.task, seconds=clock.stop(), passes=cfg.impair_epochs + cfg.repair_epochs,
                          stopped="fixed", curve=tuple(curve.points), hparams=asdict(cfg),
-                         extra={"steps": sum(steps.values()), "impair_steps": steps["impair"],
+                         extra={**curve.extra(), "steps": sum(steps.values()), "impair_steps": steps["impair"],
                                 "repair_steps": steps["repair"], "curve_phase": curve.labels, "noise_loss": noise_ce,
                                 "retain_subset": len(sub), "noise_copies": copies, "noise_per_copy": per_copy,
                                 "noise_items": noise_items})
