@@ -1,6 +1,7 @@
 """Figures. Each function returns a matplotlib Figure; `save_figure` writes PNG and PDF."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -100,8 +101,9 @@ def forget_curves(curves: dict, title: str = "", ylabel: str = r"accuracy on $D_
     has them, e.g. plain lists, the whole figure counts points) or
     'points' (the points each method records: forget batches for most, optimiser steps for SCRUB and
     UNSIR; see each method's docstring). `start` / `retained_start` (the Original's accuracies) are
-    drawn at x = 0 for every method. With `log_x` the x axis is symlog (0 stays), so a method that
-    reaches 0 within a fraction of a second is not squeezed against the axis by one that takes minutes.
+    drawn at x = 0 for every method; lines are steps (between two points the model is as last measured).
+    With `log_x` the x axis is symlog (0 stays), so a method that reaches 0 within a fraction of a second
+    is not squeezed against the axis by one that takes minutes. The legend sits outside, on the right.
     """
     if x not in ("seconds", "points"):
         raise ValueError(f"forget_curves: x={x!r}; use 'seconds' or 'points'")
@@ -123,8 +125,10 @@ def forget_curves(curves: dict, title: str = "", ylabel: str = r"accuracy on $D_
         smallest += [v for v in xs if v > 0][:1]
         label = display_name(name) + ("" if by_seconds or x == "points" else " (x: points)")
         top = str(name).startswith("contrastive")
+        # steps: between two points the model is as last measured (UNSIR's noise phase changes nothing)
         style = dict(color=method_color(name, i), marker="o" if len(xs) <= 30 else None, markersize=3,
-                     linewidth=2.2 if top else 1.4, zorder=3 if top else 2, linestyle="--" if ":" in str(name) else "-")
+                     linewidth=2.2 if top else 1.4, zorder=3 if top else 2, linestyle="--" if ":" in str(name) else "-",
+                     drawstyle="steps-post")
         for ax, key, first in ((axes[0], "forget", start), (axes[-1], "retained", retained_start)):
             ys = s.get(key)
             if key == "retained" and (not has_retained or not ys or len(ys) != len(xs)):
@@ -134,7 +138,12 @@ def forget_curves(curves: dict, title: str = "", ylabel: str = r"accuracy on $D_
                 px, py = [0] + px, [100 * first] + py
             ax.plot(px, py, label=label if key == "forget" else None, **style)
     if log_x:
-        axes[0].set_xscale("symlog", linthresh=min(smallest) if smallest and x == "seconds" else 1)
+        thresh = 10.0 ** math.floor(math.log10(min(smallest))) if smallest and x == "seconds" else 1.0
+        axes[0].set_xscale("symlog", linthresh=thresh)
+        top_x = max((v for line in axes[0].lines for v in line.get_xdata()), default=thresh)
+        # 0, then the decades above the linear part (a tick at the threshold itself would sit on 0's)
+        axes[0].set_xticks([0] + [10.0 ** k for k in range(round(math.log10(thresh)) + 1,
+                                                           math.ceil(math.log10(max(top_x, thresh))) + 1)])
     unit = ("the method's wall seconds (tracking excluded)" if x == "seconds"
             else "points recorded (forget batches for most methods)")
     axes[-1].set_xlabel(unit + (", log scale" if log_x else ""))
@@ -143,8 +152,8 @@ def forget_curves(curves: dict, title: str = "", ylabel: str = r"accuracy on $D_
         axes[1].set(ylabel=retained_label, ylim=(-2, 102))
     for ax in axes:
         ax.grid(alpha=0.3)
-    if axes[0].lines:
-        axes[0].legend(loc="upper right", fontsize=8)
+    if axes[0].lines:  # outside the axes: the curves start at the top right
+        fig.legend(loc="outside right upper", fontsize=8)
     return fig
 
 
@@ -273,8 +282,6 @@ def epsilon_distributions(eps: dict, n_models: int, title: str = ""):
     """Per-example epsilon of each method (`cu.forgetting.per_example_epsilon`) as box plots with the
     examples as points, on the challenge's half-unit buckets; the dotted line is where the forget score
     stops giving points (ceil(log(n_models - 1)))."""
-    import math
-
     names = list(eps)
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 2.0), 3.6), constrained_layout=True)
     vals = [np.minimum(np.asarray(eps[n], dtype=float), 12.0) for n in names]  # the cap (50) drawn at 12

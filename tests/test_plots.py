@@ -279,6 +279,7 @@ def test_figure_2_puts_every_method_on_its_own_seconds_with_a_retained_panel():
     np.testing.assert_allclose(bottom.lines[1].get_xdata(), [0, 2, 4, 6])
     np.testing.assert_allclose(bottom.lines[1].get_ydata(), [96, 90, 30, 20])
     assert "seconds" in bottom.get_xlabel() and top.get_xscale() == "symlog"
+    assert top.lines[0].get_drawstyle() == "steps-post" and len(fig.legends) == 1  # held between points; outside
     with pytest.raises(ValueError, match="use 'seconds' or 'points'"):
         plots.forget_curves(curves, x="steps")
     plt.close(fig)
