@@ -152,7 +152,7 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
     ('reference' for the Original and Retrain, 'paper' for a method at its published defaults, else the
     variant's label, e.g. 'tuned'), `ident` (dataset, model, width, seed), the paper's accuracies on the
     whole test set and, suffixed `_report`, on the report half that tuning never sees
-    (`cu.tuning.halves`), then seconds, passes and why it stopped.
+    (`cu.tuning.halves`), then seconds, passes, why it stopped and `curve_zero_step` (Figure 2).
     retime=True runs every method here, one after the other in this process, Retrain included,
     instead of loading cached models and the times recorded when they were computed (the cache of
     unlearned models is then refreshed; Retrain's checkpoint is left as it is). `log` gets one line per
@@ -181,11 +181,20 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
         model, rec = run_cached(name, original, data, split, overrides, cache_dir, progress, refresh=retime)
         assert isinstance(rec, Record)
         rows.append({"method": name, "setting": setting_of(name), **ident,
-                     **accuracies(model), "seconds": rec.seconds, "passes": rec.passes, "stopped": rec.stopped})
+                     **accuracies(model), "seconds": rec.seconds, "passes": rec.passes, "stopped": rec.stopped,
+                     "curve_zero_step": curve_zero_step(rec)})
         models[name], records[name] = model, rec
         if log:  # one line per method, so that a long run is not silent (None: quiet)
             log(f"{name}: {rec.seconds:.1f} s, {rec.passes} passes, stopped: {rec.stopped}")
     return rows, models, records
+
+
+def curve_zero_step(record) -> float:
+    """Figure 2's reading: the first recorded step (`extra['curve_steps']`: forget batches for Contrastive,
+    see each method's docstring) at which the tracked forget accuracy is 0; nan when it never is or the
+    method tracked no curve (Retrain, `track_size=0`)."""
+    steps = (record.extra or {}).get("curve_steps") or []
+    return next((float(s) for s, a in zip(steps, record.curve) if a == 0), float("nan"))
 
 
 def fingerprint(model: torch.nn.Module) -> str:

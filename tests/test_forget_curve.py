@@ -1,5 +1,6 @@
 """Figure 2's tracking (cu.unlearners.common.ForgetCurve): what a point records, `every`, and that the
 bookkeeping stays out of the method's seconds."""
+import math
 import time
 
 import pytest
@@ -64,3 +65,13 @@ def test_a_method_records_retained_accuracy_beside_its_forget_curve(data, origin
     _, rec2 = U.run("contrastive", original, data, split, lr=1e-2, track_size=64, track_every=2)
     assert rec2.extra["curve_steps"] == list(range(1, len(rec2.extra["curve_steps"]) * 2, 2))
     assert rec2.curve == rec.curve[::2]  # the same run (seeded), recorded at every other batch
+
+
+def test_figure_2s_step_to_zero_is_the_first_recorded_step_at_zero_accuracy():
+    from cu.experiment import curve_zero_step
+    from cu.results import Record
+
+    rec = Record("m", "class", 1.0, curve=(0.9, 0.0, 0.1, 0.0), extra={"curve_steps": [1, 11, 21, 31]})
+    assert curve_zero_step(rec) == 11.0
+    assert math.isnan(curve_zero_step(Record("m", "class", 1.0, curve=(0.9, 0.1), extra={"curve_steps": [1, 2]})))
+    assert math.isnan(curve_zero_step(Record("retrain", "class", 1.0)))  # no curve

@@ -77,6 +77,8 @@ def test_the_scorecard_applies_its_stated_rules_to_each_profile(tmp_path):
              metric="acc_test_retain", kind="gap_to_retrain", paper_value=-1.0, unit="pt", rule="gap"),
         dict(claim="fast", source="T3", task="class", file="efficiency.csv", method="contrastive",
              metric="fraction_of_retrain", kind="value", paper_value=0.03, unit="ratio", rule="ratio"),
+        dict(claim="to zero", source="F2", task="class", file="class_unlearning.csv", method="contrastive",
+             metric="curve_zero_step", kind="value", paper_value=60, unit="batches", rule="ratio"),
     ]).to_csv(tmp_path / "paper_claims.csv", index=False)
     (tmp_path / "cifar10-cpu").mkdir()
     rows = [dict(method=m, dataset="cifar10", model="resnet18", width=16, seed=s, acc_test_retain=r, acc_train_forget=f,
@@ -87,6 +89,12 @@ def test_the_scorecard_applies_its_stated_rules_to_each_profile(tmp_path):
     assert "0.2 ± 0.0 (2): reproduced" in line["forgets"]  # 0.2 % <= 1 %
     assert "-7.0 ± 0.0 (2): not reproduced" in line["keeps"]  # 6 pt from the paper's -1
     assert "–: not run here" in line["fast"]  # no efficiency.csv
+    assert "–: not run here" in line["to zero"]  # a file written before the column existed
+    df = pd.DataFrame(rows)
+    df["curve_zero_step"] = [float("nan"), float("nan"), float("nan"), 90.0]  # seed 0 ran before: left out
+    df.to_csv(tmp_path / "cifar10-cpu" / "class_unlearning.csv", index=False)
+    line = {r.split("|")[1].strip(): r for r in scorecard(tmp_path, ["cifar10-cpu"]).splitlines() if r.startswith("| ")}
+    assert "90.0 (1): reproduced" in line["to zero"]  # within a factor 2 of 60
     assert verdict("gap", -1.0, pd.Series([-3.9, -4.1])) == "partly"
     assert verdict("ratio", 0.03, pd.Series([0.05])) == "reproduced" and verdict("ratio", 0.03, pd.Series([0.2])) == "not reproduced"
     assert verdict("gap", 0.0, pd.Series([0.0, 20.0])).endswith("(wide CI)")
