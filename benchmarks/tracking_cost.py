@@ -11,8 +11,8 @@ Record.seconds: the evaluation of the tracked forget and D_ts^r subsets (`track_
     .venv/bin/python benchmarks/tracking_cost.py [--data-root ../shared/data] [--n 3000] [--every 10]
         [--methods contrastive scrub unsir boundary_shrink] [--out benchmarks/results/tracking_cost.csv]
 
-Without --data-root (or without cifar10.npz there) random CIFAR-shaped data: n training samples,
-class 0 forgotten. Ratios are measured in one process, one method after another.
+With --data-root, a seeded random n of CIFAR-10's training samples; without it (or without cifar10.npz
+there) random CIFAR-shaped data; class 0 forgotten. Ratios are measured in one process, one method after another.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import copy
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -31,8 +32,6 @@ from cu.runtime import get_device
 
 
 def cifar_like(n: int, n_test: int = 2000) -> Dataset:
-    import numpy as np
-
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n + n_test, 3, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 10, n + n_test).astype(np.int64)
@@ -42,7 +41,7 @@ def cifar_like(n: int, n_test: int = 2000) -> Dataset:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--n", type=int, default=3000, help="training samples (random data) or first n of CIFAR-10")
+    ap.add_argument("--n", type=int, default=3000, help="training samples (random data) or a seeded random n of CIFAR-10's")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--track-size", type=int, default=512)
     ap.add_argument("--every", type=int, default=10)
@@ -53,8 +52,8 @@ def main():
     dev = get_device(args.device)
     if args.data_root and (Path(args.data_root) / "cifar10.npz").is_file():
         full = load_dataset("cifar10", args.data_root)
-        ds = Dataset("cifar10", full.x_train[: args.n], full.y_train[: args.n], full.x_test, full.y_test,
-                     full.class_names)
+        keep = np.random.default_rng(0).permutation(len(full.y_train))[: args.n]  # the npz is grouped by class
+        ds = Dataset("cifar10", full.x_train[keep], full.y_train[keep], full.x_test, full.y_test, full.class_names)
     else:
         ds = cifar_like(args.n)
     data = ds.to(dev)

@@ -239,3 +239,20 @@ def test_a_sweep_rejects_an_after_that_cannot_be_run():
     with pytest.raises(ValueError, match=r"names \['03_x'\], which are not in its notebooks"):
         S.needs({"notebooks": ["01_a"], "after": {"01_a": ["03_x"]}})
     assert S.needs({"notebooks": ["01_a", "02_b"]}) == {"01_a": [], "02_b": ["01_a"]}
+
+
+def test_every_profile_names_real_methods_and_hyperparameters():
+    """A typo in a profile's HPARAMS would fail only hours into a CIFAR run; here it fails at once."""
+    from pathlib import Path
+
+    import yaml
+
+    from cu import unlearners
+    from cu.experiment import base_name
+
+    profiles = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+    assert profiles
+    for path in profiles:
+        for name, hp in (yaml.safe_load(path.read_text()).get("HPARAMS") or {}).items():
+            assert base_name(name) in unlearners.UNLEARNERS, f"{path.name}: unknown method {name}"
+            unlearners.make_config(base_name(name), **(hp or {}))  # raises on an unknown hyperparameter
