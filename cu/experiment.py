@@ -174,7 +174,7 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
         return {**whole, **{f"{k}_report": v for k, v in half.items()}}
 
     rows = [{"method": "original", "setting": setting_of("original"), **ident, **accuracies(original), "seconds": 0.0,
-             "passes": 0, "stopped": ""}]
+             "passes": 0, "stopped": "", "curve_zero_step": float("nan")}]
     models, records = {"original": original}, {}
     for name in methods:
         overrides = method_overrides(name, hparams, recipe, cache_dir, ident["seed"])

@@ -191,6 +191,7 @@ def test_retime_runs_every_method_again_instead_of_reading_the_cache(data, origi
     assert [n for n, _ in calls] == ["retrain", "neggrad"]
     assert calls[0][1] is None                                           # Retrain trained again
     assert [r["acc_train_forget"] for r in retimed] == [r["acc_train_forget"] for r in first]  # same models
+    assert len({frozenset(r) for r in first}) == 1  # every row has the same columns (the notebooks' csv_cols)
 
 
 def test_a_sweep_runs_notebooks_when_what_they_need_is_done(tmp_path, monkeypatch):
