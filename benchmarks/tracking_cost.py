@@ -29,13 +29,7 @@ from cu import unlearners
 from cu.data import Dataset, class_split, load_dataset
 from cu.models import build_model
 from cu.runtime import get_device
-
-
-def cifar_like(n: int, n_test: int = 2000) -> Dataset:
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (n + n_test, 3, 32, 32), dtype=np.uint8)
-    y = rng.integers(0, 10, n + n_test).astype(np.int64)
-    return Dataset("cifar10-random", x[:n], y[:n], x[n:], y[n:], tuple(str(i) for i in range(10)))
+from train_loop import cifar_like  # benchmarks/: random CIFAR-shaped data, shared with the loop benchmark
 
 
 def main():
