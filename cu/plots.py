@@ -47,9 +47,10 @@ def method_color(name: str, i: int = 0):
 
 
 def method_order(names) -> list[str]:
-    """`names` in the fixed order of METHOD_STYLE (variants after their method), unknown names last."""
+    """`names` in the fixed order of METHOD_STYLE (variants, 'name:variant' or 'name (note)', after their method),
+    unknown names last."""
     rank = {m: i for i, m in enumerate(METHOD_STYLE)}
-    return sorted(names, key=lambda n: (rank.get(str(n).partition(":")[0], len(rank)), str(n)))
+    return sorted(names, key=lambda n: (rank.get(str(n).partition(":")[0].split(" (")[0], len(rank)), str(n)))
 
 
 def training_curve(history: dict, title: str = ""):

@@ -3,9 +3,9 @@
     python -m cu.report results/default [--readme README.md]
     python -m cu.report --scorecard [--readme README.md]     # the paper's claims against every profile
 
-reads `training.csv`, `class_unlearning.csv`, `sample_unlearning.csv` and `mia.csv` (whichever exist)
-under a profile's folder, writes `tables.md` there (the Originals' training and test accuracy, then
-Tables 1/2, 3/7, 4/5 and 6 layouts: evaluation rows x methods, each
+reads `training.csv`, `class_unlearning.csv`, `sample_unlearning.csv`, `mia.csv` and `forgetting.csv`
+(whichever exist) under a profile's folder, writes `tables.md` there (the Originals' training and test
+accuracy, then Tables 1/2, 3/7, 4/5 and 6 layouts, then notebook 06's scores: evaluation rows x methods, each
 cell the mean over seeds with the half-width of a t-based 95 % confidence interval when there are
 several seeds; the last row counts each method's seeds), and with --readme replaces the README's
 section between the results markers.
@@ -31,7 +31,15 @@ TABLES = {
                 {"mia_forget": "D_tr^u", "mia_gap_retrain": "D_tr^u gap to Retrain (pt)",
                  "mia_retain": "D_tr^r (held-out members)", "mia_test": "D_ts (held-out non-members)",
                  "mia_auc": "AUC (%)"}, 1),  # percent already
+    "forgetting.csv": ("Forgetting quality (notebook 06): the NeurIPS-2023 challenge's scores and U-LiRA over many "
+                       "models; scores and accuracies as fractions",
+                       {"forget_score": "forget score (1 = perfect)", "final_score": "final score",
+                        "eps_median": "median per-example epsilon", "ulira_auc": "U-LiRA AUC (0.5 = ideal)",
+                        "ulira_tpr_at_1fpr": "U-LiRA TPR at 1 % FPR", "acc_retain": "D_tr^r accuracy",
+                        "acc_test": "D_ts accuracy"}, 1, 3),
 }
+"""file -> (heading, {column: row label}, scale, [decimals, default 1]); one table per (dataset, model, width)
+and the file's own keys (attack for mia.csv, epochs for training.csv, task and n_models for forgetting.csv)."""
 
 
 def t95(n: int) -> float:
@@ -59,8 +67,9 @@ def method_order(methods) -> list[str]:
     return order(methods)
 
 
-def aggregate(df: pd.DataFrame, metrics: dict, scale: float, extra_keys=()) -> dict[str, pd.DataFrame]:
-    """One table per (dataset, model, width, *extra_keys): metric rows x method columns."""
+def aggregate(df: pd.DataFrame, metrics: dict, scale: float, extra_keys=(), decimals: int = 1) -> dict[str, pd.DataFrame]:
+    """One table per (dataset, model, width, *extra_keys): metric rows x method columns, each cell
+    `mean_ci` at `decimals`."""
     out = {}
     keys = ["dataset", "model", "width", *extra_keys]
     for group, sub in df.groupby(keys):
@@ -69,7 +78,7 @@ def aggregate(df: pd.DataFrame, metrics: dict, scale: float, extra_keys=()) -> d
         seeds = sorted(sub["seed"].unique())
 
         def column(m: str) -> dict:
-            cells = {label: mean_ci(runs[m][col], scale) for col, label in metrics.items()}
+            cells = {label: mean_ci(runs[m][col], scale, decimals) for col, label in metrics.items() if col in sub}
             if "seconds" in sub.columns:
                 cells["seconds"] = mean_ci(runs[m]["seconds"], 1, 2) if m != "original" else "–"
             cells["seeds (n)"] = str(runs[m]["seed"].nunique())
@@ -88,7 +97,8 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
              f"several seeds. Regenerate with "
              + ("`make all`, or " if folder.name == "default" else "a sweep over seeds (`python -m cu.sweep`), then ")
              + f"`python -m cu.report {folder} --readme README.md`."]
-    for name, (heading, metrics, scale) in TABLES.items():
+    for name, (heading, metrics, scale, *decimals) in TABLES.items():
+        decimals = decimals[0] if decimals else 1
         path = folder / name
         if not path.exists():
             continue
@@ -100,7 +110,9 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
             df = with_retrain_gap(df, extra)
         if name == "training.csv":  # one table per recipe; its seconds are the training's, shown in notebook 01
             df, extra = df.drop(columns="seconds", errors="ignore"), ("epochs",)
-        for title, table in aggregate(df, metrics, scale, extra).items():
+        if name == "forgetting.csv":  # one table per task and number of models
+            extra = ("task", "n_models")
+        for title, table in aggregate(df, metrics, scale, extra, decimals).items():
             parts.append(f"**{heading}** ({title})\n\n{table.to_markdown(disable_numparse=True)}")
             if name == "mia.csv" and "original" in table.columns and _mean(table.loc["AUC (%)", "original"]) <= 55:
                 parts.append("The attack has **no power** here (the Original's AUC <= 55 %): these member rates say "

@@ -98,3 +98,21 @@ def test_the_scorecard_applies_its_stated_rules_to_each_profile(tmp_path):
     assert verdict("gap", -1.0, pd.Series([-3.9, -4.1])) == "partly"
     assert verdict("ratio", 0.03, pd.Series([0.05])) == "reproduced" and verdict("ratio", 0.03, pd.Series([0.2])) == "not reproduced"
     assert verdict("gap", 0.0, pd.Series([0.0, 20.0])).endswith("(wide CI)")
+
+
+def test_the_forgetting_table_keeps_each_number_of_models_apart_and_shows_scores_to_three_decimals(tmp_path):
+    from cu.report import markdown
+
+    rows = [dict(method=m, setting="paper", dataset="d", model="m", width=8, seed=0, task="sample", n_forget=10,
+                 n_models=n, forget_score=score, final_score=score / 2, eps_median=1.0, eps_mean=1.0, acc_retain=1.0,
+                 acc_test=0.9, ulira_accuracy=0.5, ulira_auc=0.5, ulira_tpr_at_1fpr=0.01)
+            for n in (4, 64) for m, score in (("contrastive", 0.1234 * n / 64), ("retrain (held out)", 0.5),
+                                              ("original", 0.0))]
+    pd.DataFrame(rows).to_csv(tmp_path / "forgetting.csv", index=False)
+    text = markdown(tmp_path)
+    assert "n_models 4;" in text and "n_models 64;" in text  # never averaged across model counts
+    big = text.split("n_models 64;")[1]
+    header = next(line for line in big.splitlines() if line.startswith("|  "))
+    assert [c.strip() for c in header.split("|")[2:5]] == ["original", "retrain (held out)", "contrastive"]
+    score = next(line for line in big.splitlines() if line.startswith("| forget score"))
+    assert [c.strip() for c in score.split("|")[2:5]] == ["0.000", "0.500", "0.123"]
