@@ -7,8 +7,9 @@
 
 The sweep file names a base profile (`configs/<profile>.yaml`), the notebooks of each grid point, the
 grid (parameter -> list of values; the product is taken) and fixed extra parameters. Each grid point
-runs its notebooks into `runs/<profile>/<point>/`; a notebook that finished before (its `.done` marker
-exists) is skipped, so an interrupted sweep resumes where it stopped. A failed notebook is reported and
+runs its notebooks into `runs/<profile>/<point>/`; a notebook that finished before with the same
+parameters (its `.done` marker records them) is skipped, so an interrupted sweep resumes where it stopped,
+and another sweep over the same grid with other parameters (e.g. other METHODS) runs them again. A failed notebook is reported and
 ends what depends on it in its grid point; everything else goes on.
 
 Scheduling is per notebook, not per grid point: a notebook may start once the notebooks it needs (in
@@ -144,9 +145,10 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
     out_dir = root / "runs" / spec["profile"] / point_name(point)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = out_dir / f"{nb}.done"
-    if done.exists():
+    params = run_parameters(spec, point)
+    if is_done(done, params):
         return "skipped"
-    params = {**spec.get("parameters", {}), **point}
+    recorded, params = params, dict(params)  # the marker records the sweep's parameters, not RESULTS_DIR
     if results_dir is not None:
         params["RESULTS_DIR"] = str(results_dir)
         own = Path(results_dir) / profile_name(spec, point, root)
@@ -168,7 +170,7 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         return f"{nb} failed (log: {log}): {' | '.join(tail)}"
-    marker = "ok\n"
+    marker = yaml.safe_dump({"params": recorded})
     if results_dir is not None:  # the files it wrote (with 02 and 03 side by side, perhaps the other's too:
         after = _stamps(own)     # the same point's rows either way, so merging them again changes nothing)
         changed = sorted(f for f in after if after[f] != before.get(f))
@@ -177,9 +179,26 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
         if stray:
             return (f"{nb} wrote {stray} under RESULTS_DIR, which cu.sweep.KEYS does not list, so its rows would "
                     f"never reach results/: add each file with the key its rows are upserted under")
-        marker = yaml.safe_dump({"wrote": [f for f in changed if f in KEYS]})
+        marker = yaml.safe_dump({"wrote": [f for f in changed if f in KEYS], "params": recorded})
     done.write_text(marker)
     return "ok"
+
+
+def run_parameters(spec: dict, point: dict) -> dict:
+    """The parameters a grid point's notebooks run with beyond the profile file: the sweep's `parameters`, then
+    the point's values."""
+    return {**spec.get("parameters", {}), **point}
+
+
+def is_done(done: Path, params: dict) -> bool:
+    """Whether a notebook's `.done` marker says it ran with `params` (its `params` entry). A marker of other
+    parameters (another sweep over the same grid, e.g. other METHODS) does not count: the notebook runs again,
+    reusing whatever its models' caches hold. A marker written before markers recorded parameters counts."""
+    if not done.exists():
+        return False
+    marker = yaml.safe_load(done.read_text())
+    recorded = marker.get("params") if isinstance(marker, dict) else None
+    return recorded is None or recorded == yaml.safe_load(yaml.safe_dump(params))
 
 
 def _stamps(folder: Path) -> dict[str, tuple]:
@@ -252,7 +271,7 @@ def run_sweep(spec: dict, jobs: int = 1, threads: int | None = None, log=print) 
             i, nb = task
             name = point_name(grid[i])
             t0 = time.time()
-            if not (ROOT / "runs" / spec["profile"] / name / f"{nb}.done").exists():
+            if not is_done(ROOT / "runs" / spec["profile"] / name / f"{nb}.done", run_parameters(spec, grid[i])):
                 log(f"start {name} {nb}")
             try:
                 result = run_notebook(spec, grid[i], nb, threads=threads)
@@ -295,7 +314,7 @@ def run_task(root: str, spec: dict, point: dict, nb: str, env: dict, *needed: di
     folder = root_path / "runs" / spec["profile"] / name
     own = folder / "results" / profile_name(spec, point, root_path)
     done = folder / f"{nb}.done"
-    if not done.exists():
+    if not is_done(done, run_parameters(spec, point)):
         _copy_inputs(root_path / "results" / own.name, own)
     status = run_notebook(spec, point, nb, root=root_path, results_dir=folder / "results", env=env)
     if status not in ("ok", "skipped"):

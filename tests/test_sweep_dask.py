@@ -170,7 +170,8 @@ def test_an_existing_scheduler_and_a_local_cluster_merge_the_same_rows(swept, re
     own = root / "runs" / "p" / "seed-1" / "results" / "p"
     assert sorted(p.name for p in own.glob("*.csv")) == ["class_unlearning.csv", "training.csv", "tuned_hparams.csv"]
     assert pd.read_csv(own / "training.csv").seed.tolist() == [1]
-    assert (root / "runs" / "p" / "seed-1" / "02_b.done").read_text() == "wrote:\n- class_unlearning.csv\n"
+    assert yaml.safe_load((root / "runs" / "p" / "seed-1" / "02_b.done").read_text()) == {
+        "wrote": ["class_unlearning.csv"], "params": {"SEED": 1}}
 
     (repo / "sweep.yaml").write_text("profile: p\nnotebooks: [01_a, 02_b]\ngrid: {SEED: [0, 1]}\n")
     S.main([str(repo / "sweep.yaml"), "--workers", "2"])  # the command line's default: a LocalCluster
@@ -196,11 +197,12 @@ def test_a_resumed_sweep_merges_finished_rows_and_a_failure_writes_none(swept, c
         (point / f"{nb}.done").unlink()
     logs.clear()
     status = S.run_sweep_dask({**SPEC, "parameters": {"FAIL_AT": "01_a"}}, cluster.client, log=logs.append)
-    assert status["seed-0"] == "skipped" and "01_a failed" in status["seed-1"]
+    # other parameters: seed 0 runs again (its markers are of the first sweep's), seed 1 fails
+    assert status["seed-0"] == "ok" and "01_a failed" in status["seed-1"]
     assert "01_a cannot run seed 1" in status["seed-1"]  # the notebook's error, from its log
     assert any(" block " in line and "02_b not run: it needs 01_a" in line for line in logs)
     assert not (point / "01_a.done").exists() and not (point / "02_b.done").exists()
-    assert _results(root) == first  # the failed task merged nothing
+    assert _results(root) == first  # the failed task merged nothing (seed 0 wrote the same rows again)
 
 
 def test_a_worker_lost_mid_notebook_is_replaced_and_every_row_lands_once(repo, cluster):
@@ -258,3 +260,25 @@ def test_slurm_cluster_job_script_comes_from_the_sweep_files_cluster_block(tmp_p
     assert "jobs" in cfg  # the sweep file's block is not consumed
     with pytest.raises(ValueError, match=r"lacks \['walltime'\]"):
         S.slurm_cluster({"cores": 1, "memory": "1GB"})
+
+
+def test_a_done_marker_counts_only_for_the_parameters_it_ran_with(repo, monkeypatch):
+    calls = []
+
+    def papermill(cmd, **kw):  # a notebook that writes its training row
+        params = yaml.safe_load(cmd[cmd.index("-y") + 1])
+        calls.append(params)
+        folder = Path(params["RESULTS_DIR"]) / "p"
+        (folder / "training.csv").write_text(f"method,dataset,model,width,seed\noriginal,fake,m,1,{len(calls)}\n")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(S.subprocess, "run", papermill)
+    spec = {**SPEC, "parameters": {"METHODS": ["contrastive"]}}
+    assert S.run_task(str(repo), spec, {"SEED": 0}, "01_a", {})["status"] == "ok"
+    assert S.run_task(str(repo), spec, {"SEED": 0}, "01_a", {})["status"] == "skipped"  # resumed: same parameters
+    other = {**SPEC, "parameters": {"METHODS": ["all"]}}  # another sweep over the same grid
+    assert S.run_task(str(repo), other, {"SEED": 0}, "01_a", {})["status"] == "ok"
+    assert [c["METHODS"] for c in calls] == [["contrastive"], ["all"]]
+    done = repo / "runs" / "p" / "seed-0" / "01_a.done"
+    done.write_text("ok\n")  # a marker from before markers recorded parameters still counts as done
+    assert S.run_task(str(repo), spec, {"SEED": 0}, "01_a", {})["status"] == "skipped"
