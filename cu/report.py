@@ -78,7 +78,7 @@ def aggregate(df: pd.DataFrame, metrics: dict, scale: float, extra_keys=(), deci
         seeds = sorted(sub["seed"].unique())
 
         def column(m: str) -> dict:
-            cells = {label: mean_ci(runs[m][col], scale, decimals) for col, label in metrics.items() if col in sub}
+            cells = {label: mean_ci(runs[m][col], scale, decimals) for col, label in metrics.items()}
             if "seconds" in sub.columns:
                 cells["seconds"] = mean_ci(runs[m]["seconds"], 1, 2) if m != "original" else "–"
             cells["seeds (n)"] = str(runs[m]["seed"].nunique())
