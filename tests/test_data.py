@@ -98,3 +98,58 @@ def test_string_ints_from_papermill_and_bad_types(data):
         random_split(data, 2.5)
     with pytest.raises(ValueError, match="unknown task"):
         make_split(data, "pixels")
+
+
+# ---- SVHN: not downloadable on these machines, so its path is tested on a folder in SVHN's own format
+
+def _fake_svhn(root, rng, n_train=30, n_test=20):
+    """train_32x32.mat / test_32x32.mat as SVHN ships them: X (32, 32, 3, N) uint8, y (N, 1) in 1..10 (10 = digit 0)."""
+    import scipy.io
+
+    for split, n in (("train", n_train), ("test", n_test)):
+        y = (np.arange(n) % 10) + 1
+        x = rng.integers(0, 255, (32, 32, 3, n), dtype=np.uint8)
+        x[0, 0, 0] = y  # a marker that lets the test follow each image through the loader's transpose
+        scipy.io.savemat(root / f"{split}_32x32.mat", {"X": x, "y": y[:, None].astype(np.uint8)})
+
+
+@pytest.fixture
+def svhn_folder(tmp_path, monkeypatch):
+    """A fake SVHN folder that torchvision accepts: its MD5 check (which a fake file cannot pass) and the
+    download (no internet here) are patched out; the .mat reading and label mapping are torchvision's own."""
+    import torchvision.datasets as tvd
+
+    _fake_svhn(tmp_path, np.random.default_rng(0))
+    monkeypatch.setattr(tvd.SVHN, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(tvd.SVHN, "download", lambda self: None)
+    return tmp_path
+
+
+def test_svhn_format_folder_loads(svhn_folder):
+    ds = load_dataset("svhn", svhn_folder, download=True)  # the svhn-paper profile's DOWNLOAD: true
+    assert ds.x_train.shape == (30, 3, 32, 32) and ds.x_test.shape == (20, 3, 32, 32)
+    assert ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int64
+    # SVHN's label 10 is the digit 0; the image travels with its label through the (N, C, H, W) transpose
+    assert sorted(set(ds.y_train.tolist())) == list(range(10))
+    assert np.array_equal(ds.x_train[:, 0, 0, 0] % 10, ds.y_train)
+    assert ds.class_names == tuple(str(i) for i in range(10)) and ds.in_channels == 3
+
+
+def test_svhn_profile_trains_on_an_svhn_format_folder(svhn_folder, tmp_path):
+    """The svhn-paper profile's data path and dataset, end to end through `prepare` (what notebook 01 runs),
+    at a toy scale: one epoch of a width-4 ResNet-18."""
+    from pathlib import Path
+
+    import yaml
+
+    from cu.experiment import prepare
+    from cu.training import TrainConfig
+
+    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "svhn-paper.yaml").read_text())
+    assert profile["DATASET"] == "svhn" and profile["DOWNLOAD"] is True
+    recipe = TrainConfig(epochs=1, lr=profile["LR"], momentum=profile["MOMENTUM"],
+                         weight_decay=profile["WEIGHT_DECAY"], batch_size=8, seed=0)
+    ds, data, model, history = prepare(profile["DATASET"], svhn_folder, profile["MODEL"], 4, recipe, "cpu",
+                                       tmp_path / "ckpt", False, profile["DOWNLOAD"])
+    assert data.x_train.shape == (30, 3, 32, 32) and len(history["epoch"]) == 1
+    assert list((tmp_path / "ckpt").glob("svhn-resnet18-w4-*.pt"))
