@@ -116,3 +116,34 @@ def test_the_forgetting_table_keeps_each_number_of_models_apart_and_shows_scores
     assert [c.strip() for c in header.split("|")[2:5]] == ["original", "retrain (held out)", "contrastive"]
     score = next(line for line in big.splitlines() if line.startswith("| forget score"))
     assert [c.strip() for c in score.split("|")[2:5]] == ["0.000", "0.500", "0.123"]
+
+
+def test_the_regime_table_pairs_each_method_with_retrain_by_seed(tmp_path):
+    from cu.report import regime
+
+    def write(profile, rows, train=None):
+        (tmp_path / profile).mkdir()
+        pd.DataFrame(rows).to_csv(tmp_path / profile / "sample_unlearning.csv", index=False)
+        if train is not None:
+            pd.DataFrame(train).to_csv(tmp_path / profile / "training.csv", index=False)
+
+    base = dict(dataset="cifar10", model="resnet18", width=16)
+    # seeds 0, 1 have both; seed 2 has no Retrain and must not enter the mean or the gap
+    rows = [dict(base, method="retrain", seed=s, acc_test=0.80 + 0.01 * s, acc_train_forget=0.85) for s in (0, 1)]
+    rows += [dict(base, method="contrastive", seed=s, acc_test=0.70 + 0.01 * s, acc_train_forget=0.75) for s in (0, 1, 2)]
+    rows += [dict(base, method="original", seed=s, acc_test=0.82, acc_train_forget=1.0) for s in (0, 1, 2)]
+    train = [dict(base, method="original", seed=s, epochs=20, acc_train=0.99 + 0.002 * s) for s in (0, 1, 2)]
+    write("short", rows, train)
+    write("wide", [dict(base, width=64, method=m, seed=0, acc_test=a, acc_train_forget=1.0)
+                   for m, a in (("retrain", 0.86), ("contrastive", 0.85))])
+    text = regime(tmp_path, ["short", "wide", "absent"], methods=("contrastive", "contrastive:validated"))
+    lines = [r for r in text.splitlines() if r.startswith("| `")]
+    assert len(lines) == 2  # no validated rows, no folder for "absent"
+    short = [c.strip() for c in lines[0].split("|")[1:-1]]
+    # profile, model, epochs, Original train % (seeds 0-1 only), Original D_tr^u, Retrain D_ts, Retrain D_tr^u,
+    # method, D_ts gap (-10 pt on both seeds), D_tr^u gap, seeds
+    assert short[:3] == ["`short`", "resnet18 w16", "20"] and short[3].startswith("99.1 ± ")
+    assert short[5].startswith("80.5 ± ") and short[8:] == ["-10.0 ± 0.0", "-10.0 ± 0.0", "0, 1"]
+    wide = [c.strip() for c in lines[1].split("|")[1:-1]]
+    assert wide[1] == "resnet18 w64" and wide[3] == "–" and wide[8] == "-1.0" and wide[-1] == "0"
+    assert "No profile" in regime(tmp_path, ["wide"], methods=("ssd",))
