@@ -336,20 +336,15 @@ def main():
     ap.add_argument("--regime", action="store_true",
                     help="write the sample-unlearning gap per training regime (profile, width, epochs) instead")
     args = ap.parse_args()
-    if args.regime:
-        text = regime(Path(args.folder or "results"))
-        if args.readme:
-            update_readme(args.readme, text, marker="regime")
-        print(text)
-        return
-    if args.scorecard:
-        text = scorecard(Path(args.folder or "results"))
-        if args.readme:
-            update_readme(args.readme, text, marker="scorecard")
-        print(text)
-        return
+    for flag, make in (("scorecard", scorecard), ("regime", regime)):  # the README sections across profiles
+        if getattr(args, flag):
+            text = make(Path(args.folder or "results"))
+            if args.readme:
+                update_readme(args.readme, text, marker=flag)
+            print(text)
+            return
     if args.folder is None:
-        ap.error("give a profile's results folder, or --scorecard")
+        ap.error("give a profile's results folder, or --scorecard, or --regime")
     text = markdown(args.folder)
     atomic_write(Path(args.folder) / "tables.md", lambda tmp: Path(tmp).write_text(text))
     figures = summary_figures(args.folder)
