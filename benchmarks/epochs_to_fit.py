@@ -11,7 +11,7 @@ trains as few models as it can to find the boundary among the candidates.
 Every model goes through the notebooks' checkpoint cache (same key as notebook 01's), so the one
 that is chosen is the profile's Original for that seed and is never trained twice.
 
-    .venv/bin/python benchmarks/epochs_to_fit.py --data-root ../shared/data --candidates 16 20 24 --start 20
+    .venv/bin/python benchmarks/epochs_to_fit.py --data-root data --candidates 16 20 24 --start 20
 
 Rows are appended to benchmarks/results/epochs_to_fit_<dataset>.csv (one per trained epoch count); an epoch
 count already recorded there (same dataset, model, width, seed and lr) is read back instead of measured.
@@ -68,7 +68,7 @@ def measure(args, epochs: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="cifar10")
-    ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument("--data-root", default="data")
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--lr", type=float, default=0.05)

@@ -8,7 +8,7 @@ own checks as well as tracking); tracking overhead = (outside time - outside tim
 Record.seconds: the evaluation of the tracked forget and D_ts^r subsets (`track_size` each). A method's
 `track_every` should keep it <= 20 % (issue: SCRUB's 578 s became ~14 min on cifar10-cpu).
 
-    .venv/bin/python benchmarks/tracking_cost.py [--data-root ../shared/data] [--n 3000] [--every 10]
+    .venv/bin/python benchmarks/tracking_cost.py [--data-root data] [--n 3000] [--every 10]
         [--methods contrastive scrub unsir boundary_shrink] [--out benchmarks/results/tracking_cost.csv]
 
 With --data-root, a seeded random n of CIFAR-10's training samples; without it (or without cifar10.npz

@@ -4,7 +4,7 @@ The bare step is forward + cross-entropy + backward + SGD step on one pre-built 
 the seeded index permutation, the batch gather from the in-memory tensors, the cosine schedule and
 on-device metric accumulation. Both run in the same process, interleaved, on the same model shape.
 
-    .venv/bin/python benchmarks/train_loop.py [--data-root ../shared/data] [--steps 30] [--repeats 3]
+    .venv/bin/python benchmarks/train_loop.py [--data-root data] [--steps 30] [--repeats 3]
 
 Without --data-root (or without cifar10.npz there) it uses random CIFAR-shaped data: the speed of a
 step does not depend on pixel values.

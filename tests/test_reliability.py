@@ -257,3 +257,17 @@ def test_every_profile_names_real_methods_and_hyperparameters():
         for name, hp in (yaml.safe_load(path.read_text()).get("HPARAMS") or {}).items():
             assert base_name(name) in unlearners.UNLEARNERS, f"{path.name}: unknown method {name}"
             unlearners.make_config(base_name(name), **(hp or {}))  # raises on an unknown hyperparameter
+
+
+def test_every_profile_reads_its_data_from_the_repositorys_data_folder():
+    """A profile must not point at a folder of the machine that wrote it (it once read ../../shared/data):
+    DATA_ROOT, relative to notebooks/ as papermill --cwd notebooks runs it, is the repository's data/."""
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    for path in sorted((repo / "configs").glob("*.yaml")):
+        root = yaml.safe_load(path.read_text()).get("DATA_ROOT")
+        if root is not None:
+            assert (repo / "notebooks" / root).resolve() == repo / "data", f"{path.name}: DATA_ROOT {root}"
