@@ -4,6 +4,7 @@
     python -m cu.sweep configs/sweeps/NAME.yaml --scheduler tcp://HOST:8786     # a cluster already running
     python -m cu.sweep configs/sweeps/NAME.yaml --slurm                         # Slurm jobs from its `cluster:` block
     python -m cu.sweep configs/sweeps/NAME.yaml --cluster threads --jobs N      # the thread pool, no Dask
+    python3 -m cu.sweep configs/sweeps/NAME.yaml --cluster inline [--budget-s S] # in this process, no papermill
 
 The sweep file names a base profile (`configs/<profile>.yaml`), the notebooks of each grid point, the
 grid (parameter -> list of values; the product is taken) and fixed extra parameters. Each grid point
@@ -30,7 +31,12 @@ grid point is one Dask task; the tasks it needs are passed to it as futures, so 
 earlier grid points go first. A task whose worker is lost is run again elsewhere (`--retries R`, which
 also retries a task that raised; a notebook that fails is not retried: its error is reported).
 `--cluster threads` keeps the earlier scheduler: `--jobs N` threads in this process, each running
-papermill, the notebooks writing `results/` themselves under a file lock.
+papermill, the notebooks writing `results/` themselves under a file lock. `--cluster inline` runs the
+notebooks one at a time in this very process (`run_inline`: each notebook's code cells in a fresh namespace,
+the parameters injected after its `parameters` cell as papermill does), for a machine that has the
+scientific stack but not papermill and Jupyter, such as a lent GPU machine; `--budget-s S` starts no
+notebook once S seconds have passed (threads and inline), so a run that must end by a deadline stops
+between notebooks, every finished one's rows already written.
 
 One writer. On Dask a notebook writes its rows into its grid point's own folder
 (`RESULTS_DIR=runs/<profile>/<point>/results`, which starts with copies of the results files notebooks
@@ -134,12 +140,13 @@ def profile_name(spec: dict, point: dict, root: Path | None = None) -> str:
 
 def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, threads: int | None = None, *,
                  root: Path | str | None = None, results_dir: Path | str | None = None,
-                 env: dict | None = None) -> str:
+                 env: dict | None = None, inline: bool = False) -> str:
     """Run one notebook of one grid point; returns 'ok', 'skipped' (done before) or an error text.
 
     With `results_dir` (the Dask path) the notebook gets RESULTS_DIR=results_dir, and its `.done` marker
     lists the results files it wrote (`wrote: [training.csv, ...]`). `env` sets (value) or removes (None)
-    variables of the notebook's process; `threads` sets OMP/MKL threads over it.
+    variables of the notebook's process; `threads` sets OMP/MKL threads over it. `inline` runs it in this
+    process (`run_inline`) instead of papermill; `env` and `threads` do not apply then.
     """
     root = Path(root or ROOT)
     out_dir = root / "runs" / spec["profile"] / point_name(point)
@@ -165,9 +172,18 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
         proc_env = {k: v for k, v in {**os.environ, **changes}.items() if v is not None}
     extra = {"preexec_fn": _die_with_parent} if results_dir is not None and sys.platform == "linux" else {}
     log = out_dir / f"{nb}.log"  # written as the notebook runs: `tail -f` it to follow a run
-    with open(log, "w") as fh:
-        proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=proc_env, **extra)
-    if proc.returncode != 0:
+    if inline:
+        profile = yaml.safe_load((root / "configs" / f"{spec['profile']}.yaml").read_text()) or {}
+        try:
+            run_inline(root / "notebooks" / f"{nb}.ipynb", {**profile, **params}, out_dir / f"{nb}.ipynb", log,
+                       cwd=root / "notebooks")
+        except Exception as err:  # noqa: BLE001 - the notebook's failure, reported like papermill's
+            return f"{nb} failed (log: {log}): {type(err).__name__}: {err}"
+    else:
+        with open(log, "w") as fh:
+            proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=proc_env,
+                                  **extra)
+    if not inline and proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         return f"{nb} failed (log: {log}): {' | '.join(tail)}"
     marker = yaml.safe_dump({"params": recorded})
@@ -182,6 +198,120 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
         marker = yaml.safe_dump({"wrote": [f for f in changed if f in KEYS], "params": recorded})
     done.write_text(marker)
     return "ok"
+
+
+class _Tee:
+    """stdout of an inline notebook: each write goes to its log file, to a cell's capture and to the console."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+
+class _Markdown(str):
+    """IPython.display.Markdown for an inline notebook: its text."""
+
+
+def _display(*objs, **_):
+    for o in objs:
+        print(o.to_string() if hasattr(o, "to_string") else o)
+
+
+@contextlib.contextmanager
+def _text_display():
+    """`IPython.display`'s display() and Markdown as plain text for an inline notebook (no frontend), whether
+    IPython is installed (its module's two names swapped for the notebook's run) or not (a stand-in module)."""
+    import types
+
+    try:
+        import IPython.display as mod
+        saved, modules = {"display": mod.display, "Markdown": mod.Markdown}, {}
+    except ImportError:
+        mod, saved = types.ModuleType("IPython.display"), {}
+        pkg = types.ModuleType("IPython")
+        pkg.display, pkg.get_ipython = mod, lambda: None
+        modules = {"IPython": pkg, "IPython.display": mod}
+        sys.modules.update(modules)
+    mod.display, mod.Markdown = _display, _Markdown
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(mod, k, v)
+        for k in modules:
+            sys.modules.pop(k, None)
+
+
+def run_inline(notebook: Path, params: dict, out: Path, log: Path, cwd: Path) -> None:
+    """Execute `notebook`'s code cells in this process, as papermill runs them in a kernel: in order, in one fresh
+    namespace, with `params` assigned right after the cell tagged `parameters`, in the folder `cwd`, the value of a
+    cell's last expression printed. Writes the executed notebook (each cell's printed text as its output, the
+    injected parameters as a cell) to `out` and everything printed to `log`; raises the first cell's error.
+    Matplotlib draws off-screen; `IPython.display.display` prints; figures are closed and the GPU cache
+    emptied afterwards."""
+    import ast
+    import gc
+    import io
+    import json
+    import traceback
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    nb = json.loads(Path(notebook).read_text())
+    injected = {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "execution_count": None,
+                "outputs": [], "source": "".join(f"{k} = {v!r}\n" for k, v in params.items())}
+    ns: dict = {"__name__": "__main__"}
+    cells, here, console = [], Path.cwd(), sys.stdout
+    os.chdir(cwd)
+    try:
+        with open(log, "w") as fh, _text_display():
+            for cell in nb["cells"]:
+                cells.append(cell)
+                if cell["cell_type"] != "code":
+                    continue
+                src = "".join(cell["source"])
+                tags = cell.get("metadata", {}).get("tags", [])
+                steps = [src] + ([injected["source"]] if "parameters" in tags else [])
+                for i, code in enumerate(steps):
+                    captured = io.StringIO()
+                    with contextlib.redirect_stdout(_Tee(fh, captured, console)):
+                        try:
+                            tree = ast.parse(code)
+                            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+                            exec(compile(tree, f"<{Path(notebook).name}>", "exec"), ns)
+                            if last is not None:
+                                value = eval(compile(ast.Expression(last.value), f"<{Path(notebook).name}>", "eval"), ns)
+                                if value is not None:
+                                    print(value.to_string() if hasattr(value, "to_string") else repr(value))
+                        except Exception:
+                            print(traceback.format_exc())
+                            raise
+                        finally:
+                            target = cell if i == 0 else injected
+                            target["outputs"] = [{"output_type": "stream", "name": "stdout",
+                                                  "text": captured.getvalue()}] if captured.getvalue() else []
+                    if i:
+                        cells.append(injected)
+    finally:
+        os.chdir(here)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        ns.clear()
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps({**nb, "cells": cells}, indent=1)))
 
 
 def run_parameters(spec: dict, point: dict) -> dict:
@@ -236,12 +366,18 @@ def _order(spec: dict) -> list[str]:
     return order
 
 
-def run_sweep(spec: dict, jobs: int = 1, threads: int | None = None, log=print) -> dict[str, str]:
+def run_sweep(spec: dict, jobs: int = 1, threads: int | None = None, log=print, inline: bool = False,
+              budget_s: float | None = None) -> dict[str, str]:
     """Run every (grid point, notebook) with up to `jobs` at once, each when what it needs is done.
 
     Returns {point name: 'ok' | 'skipped' | the first error}. A notebook whose requirement failed is not
-    run (its point reports the failure). Logs one line per notebook started and finished.
+    run (its point reports the failure). Logs one line per notebook started and finished. `inline` runs the
+    notebooks in this process, one at a time (`run_inline`); after `budget_s` seconds no notebook starts
+    (those left report that the budget was spent).
     """
+    if inline and jobs != 1:
+        raise ValueError("--cluster inline runs one notebook at a time in this process: leave --workers at 1")
+    started = time.time()
     req = needs(spec)
     grid = points(spec)
     tasks = [(i, nb) for i in range(len(grid)) for nb in spec["notebooks"]]
@@ -274,7 +410,10 @@ def run_sweep(spec: dict, jobs: int = 1, threads: int | None = None, log=print) 
             if not is_done(ROOT / "runs" / spec["profile"] / name / f"{nb}.done", run_parameters(spec, grid[i])):
                 log(f"start {name} {nb}")
             try:
-                result = run_notebook(spec, grid[i], nb, threads=threads)
+                if budget_s is not None and time.time() - started > budget_s:
+                    result = f"{nb} not started: the budget of {budget_s:g} s was spent"
+                else:
+                    result = run_notebook(spec, grid[i], nb, threads=threads, inline=inline)
             except BaseException as err:  # noqa: BLE001 - reported as the notebook's failure
                 result = f"{nb} failed: {err!r}"
             with cond:
@@ -463,9 +602,12 @@ def dask_client(cluster: str = "local", workers: int = 1, scheduler: str | None 
 def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", help="a sweep file, e.g. configs/sweeps/default.yaml")
-    ap.add_argument("--cluster", choices=["local", "slurm", "threads"], default=None,
+    ap.add_argument("--cluster", choices=["local", "slurm", "threads", "inline"], default=None,
                     help="local: a Dask LocalCluster (default); slurm: Slurm jobs from the sweep file's cluster: "
-                         "block; threads: the thread pool of earlier versions, no Dask")
+                         "block; threads: the thread pool of earlier versions, no Dask; inline: one notebook at a "
+                         "time in this process, without papermill (a machine that lacks it, e.g. a lent GPU)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="threads/inline: start no notebook after this many seconds (a run with a deadline)")
     ap.add_argument("--slurm", action="store_true", help="same as --cluster slurm")
     ap.add_argument("--scheduler", metavar="tcp://HOST:8786", help="use this running Dask scheduler's workers")
     ap.add_argument("--workers", "--jobs", dest="workers", type=int, default=1,
@@ -491,12 +633,15 @@ def main(argv: list[str] | None = None):
         return
     threads = args.threads or (int(spec["cluster"]["cores"]) if kind == "slurm" else None)
     stamp = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
-    at_once = {"local": f"{args.workers} workers", "threads": f"{args.workers} at once", "scheduler": args.scheduler,
+    at_once = {"local": f"{args.workers} workers", "threads": f"{args.workers} at once", "inline": "in this process",
+               "scheduler": args.scheduler,
                "slurm": f"{spec.get('cluster', {}).get('jobs', 1)} Slurm jobs"}[kind]
     stamp(f"sweep {spec['profile']}: {len(grid)} grid points x {len(spec['notebooks'])} notebooks, {at_once}"
           + (f", {threads} threads each" if threads else ""))
-    if kind == "threads":
-        status = run_sweep(spec, args.workers, threads, log=stamp)
+    if args.budget_s is not None and kind not in ("threads", "inline"):
+        ap.error("--budget-s applies to --cluster threads or inline")
+    if kind in ("threads", "inline"):
+        status = run_sweep(spec, args.workers, threads, log=stamp, inline=kind == "inline", budget_s=args.budget_s)
     else:
         with dask_client(kind, args.workers, args.scheduler, spec.get("cluster"), args.retries, log=stamp) as client:
             status = run_sweep_dask(spec, client, threads, args.retries, log=stamp)
@@ -504,7 +649,7 @@ def main(argv: list[str] | None = None):
 
     folder = ROOT / "results" / profile_name(spec, grid[0])
     if folder.exists():
-        (folder / "tables.md").write_text(markdown(folder))
+        (folder / "tables.md").write_text(markdown(Path(os.path.relpath(folder))))  # as cu.report writes it
         print(f"tables: {folder / 'tables.md'}")
     failed = {n: s for n, s in status.items() if s not in ("ok", "skipped")}
     for name, s in status.items():

@@ -205,7 +205,7 @@ def test_a_sweep_runs_notebooks_when_what_they_need_is_done(tmp_path, monkeypatc
             "after": {"03_c": ["01_a"], "04_d": ["02_b", "03_c"]}, "parameters": {}}
     events, lock, running, overlap = [], threading.Lock(), set(), []
 
-    def fake(spec, point, nb, dry_run=False, threads=None):
+    def fake(spec, point, nb, dry_run=False, threads=None, inline=False):
         with lock:
             events.append(("start", point["SEED"], nb))
             running.add((point["SEED"], nb))

@@ -1,0 +1,71 @@
+"""cu.sweep --cluster inline: notebooks executed in this process (no papermill), for a machine without Jupyter."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import cu.sweep as S
+
+PARAMETERS = '''PROFILE: str = "default"
+SEED: int = 0
+RESULTS_DIR: str = "../results"
+FAIL: bool = False'''
+
+CODE = '''from pathlib import Path
+from IPython.display import Markdown, display
+from cu.results import upsert_csv
+if FAIL and SEED == 1:
+    raise ValueError("seed 1 cannot run")
+upsert_csv(f"{RESULTS_DIR}/{PROFILE}/training.csv", [dict(method="original", dataset="fake", model="m", width=1,
+           seed=SEED, epochs=EPOCHS, acc_train=1.0, acc_test=0.5, seconds=1.0)])
+print("cwd", Path.cwd().name)
+display(Markdown(f"**seed {SEED}**"))'''
+
+
+def _cell(src, tags=()):
+    return {"cell_type": "code", "metadata": {"tags": list(tags)}, "execution_count": None, "outputs": [],
+            "source": src}
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "# a"}, _cell(PARAMETERS, ["parameters"]),
+                    _cell(CODE), _cell("{'last': SEED}")],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "notebooks" / "01_a.ipynb").write_text(json.dumps(nb))
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "p.yaml").write_text("PROFILE: p\nEPOCHS: 7\n")  # EPOCHS: injected, not in the notebook
+    monkeypatch.setattr(S, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_inline_runs_each_notebook_with_the_profile_and_grid_injected_as_papermill_does(repo):
+    spec = {"profile": "p", "notebooks": ["01_a"], "grid": {"SEED": [0, 1]}, "parameters": {}}
+    status = S.run_sweep(spec, inline=True)
+    assert status == {"seed-0": "ok", "seed-1": "ok"}
+    df = pd.read_csv(repo / "results" / "p" / "training.csv")
+    assert sorted(df.seed) == [0, 1] and set(df.epochs) == {7}  # RESULTS_DIR, PROFILE and EPOCHS from the profile
+    log = (repo / "runs" / "p" / "seed-1" / "01_a.log").read_text()
+    assert "cwd notebooks" in log and "**seed 1**" in log and "{'last': 1}" in log
+    executed = json.loads((repo / "runs" / "p" / "seed-1" / "01_a.ipynb").read_text())
+    tags = [c["metadata"].get("tags", []) for c in executed["cells"]]
+    assert tags.index(["injected-parameters"]) == tags.index(["parameters"]) + 1
+    assert "SEED = 1" in executed["cells"][2]["source"]
+    assert S.run_sweep(spec, inline=True) == {"seed-0": "skipped", "seed-1": "skipped"}  # markers, as papermill's
+    assert Path.cwd() == repo
+
+
+def test_inline_reports_a_failing_notebook_and_a_spent_budget(repo):
+    spec = {"profile": "p", "notebooks": ["01_a"], "grid": {"SEED": [0, 1]}, "parameters": {"FAIL": True}}
+    status = S.run_sweep(spec, inline=True)
+    assert status["seed-0"] == "ok" and "ValueError: seed 1 cannot run" in status["seed-1"]
+    assert "ValueError: seed 1 cannot run" in (repo / "runs" / "p" / "seed-1" / "01_a.log").read_text()
+    assert not (repo / "runs" / "p" / "seed-1" / "01_a.done").exists() and Path.cwd() == repo
+    spec = {**spec, "parameters": {"FAIL": False}}
+    status = S.run_sweep(spec, inline=True, budget_s=-1.0)  # spent before the first notebook
+    assert all("not started: the budget" in s for s in status.values())
+    with pytest.raises(ValueError, match="one notebook at a time"):
+        S.run_sweep(spec, jobs=2, inline=True)
