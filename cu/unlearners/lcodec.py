@@ -32,12 +32,13 @@ val_gap_skip 0.05, HessType 'Sekhari', approxType 'FD', selectionType 'FOCI' (fu
 
 What is computed differently, and why:
 - n_perturbations 200 instead of 1000: FOCI's nearest-neighbour search costs n_perturbations^2
-  per candidate unit and greedy step, and it is half of a scrub's time. At 200 a scrub of
-  ResNet-18 width 16 (1,466 units) takes about 0.8 s on 4 CPU threads on digits; on CIFAR-10
-  about 1 s (larger images to perturb and evaluate), so 500 forget samples take about 8-10
-  minutes on a CPU. The FOCI scores of all candidates of one greedy step are computed together
-  (batched nearest neighbours with exact distances) instead of one codec call per unit; the
-  arithmetic is theirs (`codec/torch_codec.py`).
+  per candidate unit and greedy step, and it is most of a scrub's time. At 200 the FOCI of one
+  scrub of ResNet-18 width 16 (1,466 units) takes about 0.7 s at one CPU thread on digits, a
+  whole scrub about 0.9 s (`benchmarks/lcodec_foci.py`: 4.2x and 2.6x faster than the earlier
+  64 MB distance blocks, the same selection and weights). The FOCI scores of all candidates of one greedy step are computed together
+  (batched nearest neighbours with exact distances, in cache-sized blocks) instead of one codec
+  call per unit; the arithmetic is theirs (`codec/torch_codec.py`, `codec/neighbors.py`
+  `OneNN_Torch`: argmin over the distances with an infinite diagonal).
 - The revert rule evaluates `eval_size` = 500 test samples after every scrub (theirs: the whole
   test set), to keep that evaluation from dominating a scrub on a CPU.
 - H_D: their w1, w2, g_D are the parameters and accumulated gradients saved during the last two
@@ -109,18 +110,21 @@ def _ranks(y: torch.Tensor) -> torch.Tensor:
 def _nearest(cols: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
     """Nearest neighbour (not itself) of every sample in [conditioning set, col] for each column.
 
-    cols (n, q), base (n, n) squared distances of the conditioning set or None -> (q, n) indices.
+    cols (n, q), base (n, n) squared distances of the conditioning set with +inf on its diagonal, or None
+    -> (q, n) indices (the first of equally near ones, as argmin). The distances are made a few columns at a
+    time, about 1 MB, so they stay in cache: 3-4x faster than 64 MB blocks (benchmarks/lcodec_foci.py).
     """
     n, q = cols.shape
-    step = max(1, (1 << 24) // (n * n))  # about 64 MB of distances at a time
+    step = max(1, (1 << 18) // (n * n))
     out = []
     for s in range(0, q, step):
         z = cols[:, s:s + step].T                          # (c, n)
         d = (z[:, :, None] - z[:, None, :]).pow_(2)       # (c, n, n)
         if base is not None:
-            d += base
-        d.diagonal(dim1=1, dim2=2).fill_(float("inf"))
-        out.append(d.argmin(dim=2))
+            d += base                                      # its +inf diagonal excludes each sample itself
+        else:
+            d.diagonal(dim1=1, dim2=2).fill_(float("inf"))
+        out.append(torch.min(d, dim=2).indices)
     return torch.cat(out)
 
 
@@ -145,7 +149,7 @@ def _codec_given(r: torch.Tensor, z: torch.Tensor, base: torch.Tensor) -> torch.
     nb = base.clone()
     nb.fill_diagonal_(float("inf"))
     rn = torch.minimum(r, r[nb.argmin(dim=1)])
-    m = _nearest(z, base)
+    m = _nearest(z, nb)
     num = (torch.minimum(r, r[m]) - rn).sum(dim=1)
     return num.double() / (r - rn).sum().double()
 
