@@ -39,9 +39,11 @@ notebook once S seconds have passed (threads and inline), so a run that must end
 between notebooks, every finished one's rows already written.
 
 One writer. On Dask a notebook writes its rows into its grid point's own folder
-(`RESULTS_DIR=runs/<profile>/<point>/results`, which starts with copies of the results files notebooks
-only read, such as tuned_hparams.csv); the task returns the rows of the files the notebook wrote (read
-back from those CSVs, and listed in its `.done` marker), and this process alone merges them into
+(`RESULTS_DIR=runs/<profile>/<point>/results`, which starts with copies of `results/<profile>/`'s files, so a
+notebook finds what it reads there: tuned_hparams.csv, or the mia.csv that notebook 06 compares with; a results
+file the point already has is never overwritten); the task returns the rows of the files the notebook wrote
+(read back from those CSVs, and listed in its `.done` marker) less the rows copied in unchanged, and this
+process alone merges them into
 `results/<profile>/*.csv` with `cu.results.upsert_csv` under each file's key (`KEYS`). A failed notebook
 returns no rows and leaves no `.done`, so nothing of it reaches `results/`; a notebook done before is
 skipped, but its rows are merged again from its grid point's CSVs (a sweep stopped before merging loses
@@ -460,7 +462,7 @@ def run_task(root: str, spec: dict, point: dict, nb: str, env: dict, *needed: di
         return {**out, "status": status, "seconds": time.time() - t0}
     marker = yaml.safe_load(done.read_text())
     wrote = marker.get("wrote", []) if isinstance(marker, dict) else []  # a marker of --cluster threads: "ok"
-    rows = {f: pd.read_csv(own / f) for f in wrote if (own / f).exists()}
+    rows = {f: _written_rows(own, f) for f in wrote if (own / f).exists()}
     return {**out, "status": status, "rows": rows, "seconds": time.time() - t0}
 
 
@@ -474,15 +476,36 @@ def _worker_address() -> str:
 
 
 def _copy_inputs(shared: Path, own: Path) -> None:
-    """Copy the results files notebooks only read (not in KEYS: tuned_hparams.csv, ...) into a point's folder,
-    where a notebook finds them at {RESULTS_DIR}/{PROFILE}/; an unchanged copy is left alone."""
+    """Copy `results/<profile>/`'s files into a point's folder, where a notebook finds them at
+    {RESULTS_DIR}/{PROFILE}/. Files notebooks only read (not in KEYS: tuned_hparams.csv, ...) are refreshed
+    when changed. A results file (in KEYS) is copied only where the point has none, so a notebook's own rows
+    (perhaps not merged yet, or written by a notebook running beside it) are never overwritten, and a snapshot
+    of the copy goes to `.inputs/`, so that `_written_rows` returns only what the point's notebooks changed."""
     own.mkdir(parents=True, exist_ok=True)
     for src in sorted(shared.glob("*.csv")) if shared.exists() else []:
         dst, st = own / src.name, src.stat()
-        if src.name in KEYS or (dst.exists() and (dst.stat().st_mtime_ns, dst.stat().st_size)
-                                == (st.st_mtime_ns, st.st_size)):
+        if src.name in KEYS:
+            if not dst.exists():
+                (own / ".inputs").mkdir(exist_ok=True)
+                atomic_write(own / ".inputs" / src.name, lambda tmp, src=src: shutil.copy2(src, tmp))
+                atomic_write(dst, lambda tmp, src=src: shutil.copy2(src, tmp))
+            continue
+        if dst.exists() and (dst.stat().st_mtime_ns, dst.stat().st_size) == (st.st_mtime_ns, st.st_size):
             continue
         atomic_write(dst, lambda tmp, src=src: shutil.copy2(src, tmp))
+
+
+def _written_rows(own: Path, name: str) -> pd.DataFrame:
+    """The rows of a point's results file less those copied in from results/ unchanged (`_copy_inputs`)."""
+    df = pd.read_csv(own / name)
+    snapshot = own / ".inputs" / name
+    if not snapshot.exists() or df.empty:
+        return df
+    text = dict(dtype=str, keep_default_na=False)  # rows compared as the CSV writes them: no dtype guessing
+    mine = pd.read_csv(own / name, **text)
+    base = pd.read_csv(snapshot, **text).reindex(columns=mine.columns, fill_value="").drop_duplicates()
+    both = mine.merge(base, how="left", on=list(mine.columns), indicator=True)
+    return df[(both["_merge"] == "left_only").to_numpy()].reset_index(drop=True)
 
 
 def merge(rows: dict[str, pd.DataFrame], folder: Path) -> int:

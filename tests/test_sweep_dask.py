@@ -282,3 +282,33 @@ def test_a_done_marker_counts_only_for_the_parameters_it_ran_with(repo, monkeypa
     done = repo / "runs" / "p" / "seed-0" / "01_a.done"
     done.write_text("ok\n")  # a marker from before markers recorded parameters still counts as done
     assert S.run_task(str(repo), spec, {"SEED": 0}, "01_a", {})["status"] == "skipped"
+
+
+def test_a_notebook_reads_results_written_before_and_returns_only_the_rows_it_changed(repo, monkeypatch):
+    """Notebook 06 compares with the mia.csv that notebook 04 wrote in an earlier sweep: the point's folder gets a
+    copy of results/<profile>/'s files; the rows copied in unchanged (other seeds', perhaps stale) are not
+    returned for merging, and a file the point already has is never overwritten by the shared copy."""
+    shared = repo / "results" / "p"
+    pd.DataFrame([dict(method="original", dataset="fake", model="m", width=1, seed=s, epochs=1, acc_train=1.0,
+                       acc_test=0.5, seconds=1.0) for s in (0, 1)]).to_csv(shared / "training.csv", index=False)
+
+    def papermill(cmd, **kw):  # reads training.csv (both seeds), rewrites it with its own seed's row changed
+        params = yaml.safe_load(cmd[cmd.index("-y") + 1])
+        path = Path(params["RESULTS_DIR"]) / "p" / "training.csv"
+        df = pd.read_csv(path)
+        assert sorted(df.seed) == [0, 1], "the shared results are there to read"
+        df.loc[df.seed == params["SEED"], "acc_test"] = 0.75
+        df.to_csv(path, index=False)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(S.subprocess, "run", papermill)
+    out = S.run_task(str(repo), SPEC, {"SEED": 0}, "01_a", {})
+    assert out["status"] == "ok"
+    rows = out["rows"]["training.csv"]
+    assert list(rows.seed) == [0] and list(rows.acc_test) == [0.75]  # seed 1's copied row is not returned
+    own = repo / "runs" / "p" / "seed-0" / "results" / "p" / "training.csv"
+    shared_row = pd.read_csv(shared / "training.csv")
+    shared_row.loc[:, "acc_test"] = 0.1  # the shared file changes; the point's own file must not be replaced
+    shared_row.to_csv(shared / "training.csv", index=False)
+    S._copy_inputs(shared, own.parent)
+    assert 0.75 in set(pd.read_csv(own).acc_test)
