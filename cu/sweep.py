@@ -11,7 +11,11 @@ grid (parameter -> list of values; the product is taken) and fixed extra paramet
 runs its notebooks into `runs/<profile>/<point>/`; a notebook that finished before with the same
 parameters (its `.done` marker records them) is skipped, so an interrupted sweep resumes where it stopped,
 and another sweep over the same grid with other parameters (e.g. other METHODS) runs them again. A failed notebook is reported and
-ends what depends on it in its grid point; everything else goes on.
+ends what depends on it in its grid point; everything else goes on. A notebook stopped only by its checks cell
+(`cu.checks.ChecksFailed`: a claim of the paper that the run does not reproduce, such as Contrastive's sample
+accuracy within 5 points of Retrain's on a profile outside the paper's regime) is a finding, not a failure: its rows
+are kept, its `.done` marker records the failed claims, the notebooks that need it run, and the summary lists it
+(`CHECK` in the progress lines; the sweep still exits 0).
 
 Scheduling is per notebook, not per grid point: a notebook may start once the notebooks it needs (in
 the same grid point) have finished. By default each notebook needs the one before it; the optional
@@ -57,6 +61,7 @@ import argparse
 import contextlib
 import ctypes
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -87,6 +92,29 @@ KEYS = {
 }
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 LABELS = {"ok": "done ", "skipped": "skip ", "blocked": "block"}  # progress lines; anything else is a failure
+# A notebook that ran to its end but whose checks cell raised cu.checks.ChecksFailed returns a result starting with
+# this: a finding about the method (e.g. Contrastive at paper settings more than 5 points under Retrain on samples),
+# not a broken run. Its rows are kept, its marker written (with the failed claims), and what needs it runs.
+CHECKS_FAILED = "checks failed"
+
+
+def finished(result: str) -> bool:
+    """Whether a notebook's result lets the notebooks that need it run: it ran ('ok'), ran before ('skipped'), or
+    ran with failed checks (`CHECKS_FAILED`)."""
+    return result in ("ok", "skipped") or result.startswith(CHECKS_FAILED)
+
+
+def _label(result: str) -> str:
+    return LABELS.get(result, "CHECK" if result.startswith(CHECKS_FAILED) else "FAIL ")
+
+
+def _point_status(current: str, result: str) -> str:
+    """A grid point's status once one more of its notebooks ended: its first failure, else its first failed
+    checks, else 'ok' when any notebook ran, else 'skipped' ('blocked' adds nothing: what blocked it is there)."""
+    def rank(s):
+        return 0 if s == "skipped" else 1 if s == "ok" else 2 if s.startswith(CHECKS_FAILED) else 3
+
+    return current if result == "blocked" or rank(result) <= rank(current) else result
 
 
 def load_sweep(path: str | Path) -> dict:
@@ -134,16 +162,36 @@ def point_name(point: dict) -> str:
     return "_".join(f"{k.lower()}-{v}" for k, v in point.items()) or "base"
 
 
+def _profile(spec: dict, root: Path | None = None) -> dict:
+    """The sweep's base profile, `configs/<profile>.yaml`, as a dict."""
+    return yaml.safe_load((Path(root or ROOT) / "configs" / f"{spec['profile']}.yaml").read_text()) or {}
+
+
 def profile_name(spec: dict, point: dict, root: Path | None = None) -> str:
     """The notebooks' PROFILE for a grid point: they write `{RESULTS_DIR}/{PROFILE}/<file>.csv`."""
-    cfg = yaml.safe_load((Path(root or ROOT) / "configs" / f"{spec['profile']}.yaml").read_text()) or {}
-    return str({**cfg, **spec.get("parameters", {}), **point}.get("PROFILE", spec["profile"]))
+    return str({**_profile(spec, root), **run_parameters(spec, point)}.get("PROFILE", spec["profile"]))
+
+
+def _checks_failure(executed: Path) -> str | None:
+    """The message of the `ChecksFailed` that stopped a notebook papermill ran (read from the executed copy it
+    saves on failure), or None when it failed otherwise."""
+    try:
+        nb = json.loads(executed.read_text())
+    except (OSError, ValueError):
+        return None
+    errors = [o for c in nb.get("cells", []) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return errors[-1].get("evalue", "") if errors and errors[-1].get("ename") == "ChecksFailed" else None
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
 
 
 def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, threads: int | None = None, *,
                  root: Path | str | None = None, results_dir: Path | str | None = None,
                  env: dict | None = None, inline: bool = False) -> str:
-    """Run one notebook of one grid point; returns 'ok', 'skipped' (done before) or an error text.
+    """Run one notebook of one grid point; returns 'ok', 'skipped' (done before), `CHECKS_FAILED: <claims>` (it ran
+    to its end and its checks cell raised `ChecksFailed`, now or when its marker was written) or an error text.
 
     With `results_dir` (the Dask path) the notebook gets RESULTS_DIR=results_dir, and its `.done` marker
     lists the results files it wrote (`wrote: [training.csv, ...]`). `env` sets (value) or removes (None)
@@ -156,7 +204,9 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
     done = out_dir / f"{nb}.done"
     params = run_parameters(spec, point)
     if is_done(done, params):
-        return "skipped"
+        earlier = (yaml.safe_load(done.read_text()) or {})
+        earlier = earlier.get("checks_failed") if isinstance(earlier, dict) else None
+        return f"{CHECKS_FAILED} (in an earlier run): {earlier}" if earlier else "skipped"
     recorded, params = params, dict(params)  # the marker records the sweep's parameters, not RESULTS_DIR
     if results_dir is not None:
         params["RESULTS_DIR"] = str(results_dir)
@@ -174,21 +224,27 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
         proc_env = {k: v for k, v in {**os.environ, **changes}.items() if v is not None}
     extra = {"preexec_fn": _die_with_parent} if results_dir is not None and sys.platform == "linux" else {}
     log = out_dir / f"{nb}.log"  # written as the notebook runs: `tail -f` it to follow a run
+    checks = None  # the failed claims of a notebook whose checks cell raised ChecksFailed
     if inline:
-        profile = yaml.safe_load((root / "configs" / f"{spec['profile']}.yaml").read_text()) or {}
         try:
-            run_inline(root / "notebooks" / f"{nb}.ipynb", {**profile, **params}, out_dir / f"{nb}.ipynb", log,
-                       cwd=root / "notebooks")
+            run_inline(root / "notebooks" / f"{nb}.ipynb", {**_profile(spec, root), **params}, out_dir / f"{nb}.ipynb",
+                       log, cwd=root / "notebooks")
         except Exception as err:  # noqa: BLE001 - the notebook's failure, reported like papermill's
-            return f"{nb} failed (log: {log}): {type(err).__name__}: {err}"
+            if type(err).__name__ != "ChecksFailed":
+                return f"{nb} failed (log: {log}): {type(err).__name__}: {err}"
+            checks = _one_line(err)
     else:
         with open(log, "w") as fh:
             proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=proc_env,
                                   **extra)
-    if not inline and proc.returncode != 0:
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-        return f"{nb} failed (log: {log}): {' | '.join(tail)}"
-    marker = yaml.safe_dump({"params": recorded})
+        if proc.returncode != 0:
+            checks = _checks_failure(out_dir / f"{nb}.ipynb")
+            if checks is None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                return f"{nb} failed (log: {log}): {' | '.join(tail)}"
+            checks = _one_line(checks)
+    recorded_marker = {"params": recorded, **({"checks_failed": checks} if checks else {})}
+    marker = yaml.safe_dump(recorded_marker)
     if results_dir is not None:  # the files it wrote (with 02 and 03 side by side, perhaps the other's too:
         after = _stamps(own)     # the same point's rows either way, so merging them again changes nothing)
         changed = sorted(f for f in after if after[f] != before.get(f))
@@ -197,9 +253,9 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
         if stray:
             return (f"{nb} wrote {stray} under RESULTS_DIR, which cu.sweep.KEYS does not list, so its rows would "
                     f"never reach results/: add each file with the key its rows are upserted under")
-        marker = yaml.safe_dump({"wrote": [f for f in changed if f in KEYS], "params": recorded})
+        marker = yaml.safe_dump({"wrote": [f for f in changed if f in KEYS], **recorded_marker})
     done.write_text(marker)
-    return "ok"
+    return f"{CHECKS_FAILED}: {checks}" if checks else "ok"
 
 
 class _Tee:
@@ -223,8 +279,10 @@ class _Markdown(str):
 
 
 def _display(*objs, **_):
+    """display() of an inline notebook, also its cells' last values: a table's text, a Markdown's source, else
+    the repr, as a notebook's text/plain output shows it."""
     for o in objs:
-        print(o.to_string() if hasattr(o, "to_string") else o)
+        print(o.to_string() if hasattr(o, "to_string") else str(o) if isinstance(o, _Markdown) else repr(o))
 
 
 @contextlib.contextmanager
@@ -262,7 +320,6 @@ def run_inline(notebook: Path, params: dict, out: Path, log: Path, cwd: Path) ->
     import ast
     import gc
     import io
-    import json
     import traceback
 
     import matplotlib
@@ -293,7 +350,7 @@ def run_inline(notebook: Path, params: dict, out: Path, log: Path, cwd: Path) ->
                             if last is not None:
                                 value = eval(compile(ast.Expression(last.value), f"<{Path(notebook).name}>", "eval"), ns)
                                 if value is not None:
-                                    print(value.to_string() if hasattr(value, "to_string") else repr(value))
+                                    _display(value)
                         except Exception:
                             print(traceback.format_exc())
                             raise
@@ -419,15 +476,11 @@ def run_sweep(spec: dict, jobs: int = 1, threads: int | None = None, log=print, 
             except BaseException as err:  # noqa: BLE001 - reported as the notebook's failure
                 result = f"{nb} failed: {err!r}"
             with cond:
-                state[task] = result if result in ("ok", "skipped") else "failed"
-                if result == "ok" and status[name] == "skipped":
-                    status[name] = "ok"
-                elif result not in ("ok", "skipped") and status[name] in ("ok", "skipped"):
-                    status[name] = result
+                state[task] = result if result in ("ok", "skipped") else "ok" if finished(result) else "failed"
+                status[name] = _point_status(status[name], result)
                 cond.notify_all()
             if result != "skipped":
-                log(f"{'done ' if result == 'ok' else 'FAIL '} {name} {nb} ({time.time() - t0:.0f} s)"
-                    + ("" if result == "ok" else f": {result}"))
+                log(f"{_label(result)} {name} {nb} ({time.time() - t0:.0f} s)" + ("" if result == "ok" else f": {result}"))
 
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, jobs))]
     for w in workers:
@@ -449,7 +502,7 @@ def run_task(root: str, spec: dict, point: dict, nb: str, env: dict, *needed: di
     """
     root_path, name, t0 = Path(root), point_name(point), time.time()
     out = {"point": name, "notebook": nb, "rows": {}, "seconds": 0.0, "worker": _worker_address()}
-    failed = [d["notebook"] for d in needed if d["status"] not in ("ok", "skipped")]
+    failed = [d["notebook"] for d in needed if not finished(d["status"])]
     if failed:
         return {**out, "status": "blocked", "error": f"{nb} not run: it needs {failed[0]}, which failed"}
     folder = root_path / "runs" / spec["profile"] / name
@@ -458,7 +511,7 @@ def run_task(root: str, spec: dict, point: dict, nb: str, env: dict, *needed: di
     if not is_done(done, run_parameters(spec, point)):
         _copy_inputs(root_path / "results" / own.name, own)
     status = run_notebook(spec, point, nb, root=root_path, results_dir=folder / "results", env=env)
-    if status not in ("ok", "skipped"):
+    if not finished(status):
         return {**out, "status": status, "seconds": time.time() - t0}
     marker = yaml.safe_load(done.read_text())
     wrote = marker.get("wrote", []) if isinstance(marker, dict) else []  # a marker of --cluster threads: "ok"
@@ -550,13 +603,12 @@ def run_sweep_dask(spec: dict, client, threads: int | None = None, retries: int 
             res = {"status": f"{nb} failed on the cluster: {err!r}", "rows": {}, "seconds": 0.0, "worker": "?"}
         result = res["status"]
         n_rows = merge(res["rows"], root / "results" / profile_name(spec, grid[i], root))
-        if result == "ok" and status[name] == "skipped":
-            status[name] = "ok"
-        elif result not in ("ok", "skipped", "blocked") and status[name] in ("ok", "skipped"):
-            status[name] = result
-        head = f"[{k}/{len(futures)}] {LABELS.get(result, 'FAIL ')} {name} {nb}"
+        status[name] = _point_status(status[name], result)
+        head = f"[{k}/{len(futures)}] {_label(result)} {name} {nb}"
         if result == "ok":
             log(f"{head} ({res['seconds']:.0f} s on {res['worker']}, {n_rows} rows merged)")
+        elif result.startswith(CHECKS_FAILED):
+            log(f"{head} ({res['seconds']:.0f} s on {res['worker']}, {n_rows} rows merged): {result}")
         elif result == "skipped":
             log(f"{head} (done before, {n_rows} rows merged)")
         else:
@@ -674,9 +726,13 @@ def main(argv: list[str] | None = None):
     if folder.exists():
         (folder / "tables.md").write_text(markdown(Path(os.path.relpath(folder))))  # as cu.report writes it
         print(f"tables: {folder / 'tables.md'}")
-    failed = {n: s for n, s in status.items() if s not in ("ok", "skipped")}
+    failed = {n: s for n, s in status.items() if not finished(s)}
     for name, s in status.items():
         print(f"{name}: {s}")
+    findings = [n for n, s in status.items() if finished(s) and s.startswith(CHECKS_FAILED)]
+    if findings:
+        print(f"{len(findings)} of {len(grid)} grid points ran with failed checks (findings, not errors: their rows "
+              f"are merged and the notebooks after them ran; each notebook's log and .done marker list the claims)")
     if failed:
         print(f"{len(failed)} of {len(grid)} grid points failed")
         sys.exit(1)

@@ -43,7 +43,12 @@ if FAIL_AT == "01_a" and SEED == 1:
     raise ValueError("01_a cannot run seed 1")
 from cu.results import upsert_csv
 upsert_csv(f"{RESULTS_DIR}/{PROFILE}/training.csv", [dict(method="original", dataset="fake", model="m", width=1,
-           seed=SEED, epochs=1, acc_train=1.0, acc_test=0.5 + SEED / 100, seconds=1.5)])'''
+           seed=SEED, epochs=1, acc_train=1.0, acc_test=0.5 + SEED / 100, seconds=1.5)])
+if FAIL_AT == "01_a checks" and SEED == 1:  # a claim the run does not reproduce: a finding, after the rows
+    from cu.checks import Checks
+    c = Checks("01_a")
+    c.claim("seed 1 reproduces the claim", False, "0.4")
+    c.done()'''
 
 UNLEARNING = '''from pathlib import Path
 assert Path(f"{RESULTS_DIR}/{PROFILE}/tuned_hparams.csv").exists(), "inputs are copied next to the outputs"
@@ -312,3 +317,28 @@ def test_a_notebook_reads_results_written_before_and_returns_only_the_rows_it_ch
     shared_row.to_csv(shared / "training.csv", index=False)
     S._copy_inputs(shared, own.parent)
     assert 0.75 in set(pd.read_csv(own).acc_test)
+
+
+def test_a_notebook_stopped_only_by_its_checks_is_a_finding_whose_rows_land_and_whose_dependants_run(repo, cluster):
+    cluster.ensure_workers(2, cluster.client)
+    spec, logs = {**SPEC, "parameters": {"FAIL_AT": "01_a checks"}}, []
+    status = S.run_sweep_dask(spec, cluster.client, log=logs.append)
+    assert status["seed-0"] == "ok" and status["seed-1"].startswith(S.CHECKS_FAILED)
+    assert "seed 1 reproduces the claim: measured 0.4" in status["seed-1"]  # the failed claim, from the notebook
+    assert sorted(pd.read_csv(repo / "results" / "p" / "training.csv").seed) == [0, 1]  # its rows were merged
+    assert sorted(pd.read_csv(repo / "results" / "p" / "class_unlearning.csv").seed) == [0, 0, 1, 1]  # 02_b ran
+    marker = yaml.safe_load((repo / "runs" / "p" / "seed-1" / "01_a.done").read_text())
+    assert marker["wrote"] == ["training.csv"] and "seed 1 reproduces the claim" in marker["checks_failed"]
+    assert any(" CHECK seed-1 01_a" in line and "1 rows merged" in line for line in logs)
+    logs.clear()
+    again = S.run_sweep_dask(spec, cluster.client, log=logs.append)  # resumed: done, and the finding still reported
+    assert again["seed-0"] == "skipped" and again["seed-1"].startswith(f"{S.CHECKS_FAILED} (in an earlier run)")
+    assert sorted(pd.read_csv(repo / "results" / "p" / "training.csv").seed) == [0, 1]
+
+
+def test_a_grid_points_status_is_its_worst_notebook():
+    checks, error = f"{S.CHECKS_FAILED}: a claim", "02_b failed (log: x): ValueError"
+    assert S._point_status("skipped", "ok") == "ok" and S._point_status("ok", "skipped") == "ok"
+    assert S._point_status("ok", checks) == checks and S._point_status(checks, "ok") == checks
+    assert S._point_status(checks, error) == error and S._point_status(error, checks) == error
+    assert S._point_status(error, "blocked") == error and not S.finished(error) and S.finished(checks)

@@ -10,7 +10,8 @@ import cu.sweep as S
 PARAMETERS = '''PROFILE: str = "default"
 SEED: int = 0
 RESULTS_DIR: str = "../results"
-FAIL: bool = False'''
+FAIL: bool = False
+CHECK: bool = False'''
 
 CODE = '''from pathlib import Path
 from IPython.display import Markdown, display
@@ -20,7 +21,12 @@ if FAIL and SEED == 1:
 upsert_csv(f"{RESULTS_DIR}/{PROFILE}/training.csv", [dict(method="original", dataset="fake", model="m", width=1,
            seed=SEED, epochs=EPOCHS, acc_train=1.0, acc_test=0.5, seconds=1.0)])
 print("cwd", Path.cwd().name)
-display(Markdown(f"**seed {SEED}**"))'''
+display(Markdown(f"**seed {SEED}**"))
+if CHECK and SEED == 1:
+    from cu.checks import Checks
+    c = Checks("a")
+    c.claim("seed 1 reproduces the claim", False, "0.4")
+    c.done()'''
 
 
 def _cell(src, tags=()):
@@ -69,3 +75,20 @@ def test_inline_reports_a_failing_notebook_and_a_spent_budget(repo):
     assert all("not started: the budget" in s for s in status.values())
     with pytest.raises(ValueError, match="one notebook at a time"):
         S.run_sweep(spec, jobs=2, inline=True)
+
+
+def test_inline_counts_failed_checks_as_a_finding_and_runs_what_needs_the_notebook(repo, capsys):
+    (repo / "notebooks" / "02_b.ipynb").write_text((repo / "notebooks" / "01_a.ipynb").read_text())
+    sweep = repo / "s.yaml"
+    sweep.write_text("profile: p\nnotebooks: [01_a, 02_b]\ngrid: {SEED: [0, 1]}\nparameters: {CHECK: true}\n")
+    S.main([str(sweep), "--cluster", "inline"])  # exits 0: no SystemExit
+    out = capsys.readouterr().out
+    assert "CHECK seed-1 01_a" in out and "1 of 2 grid points ran with failed checks" in out
+    assert (repo / "runs" / "p" / "seed-1" / "02_b.done").exists()  # what needs 01_a ran
+    marker = (repo / "runs" / "p" / "seed-1" / "01_a.done").read_text()
+    assert "seed 1 reproduces the claim: measured 0.4" in marker
+    assert sorted(pd.read_csv(repo / "results" / "p" / "training.csv").seed) == [0, 1]
+    failing = repo / "f.yaml"
+    failing.write_text(sweep.read_text().replace("CHECK: true", "FAIL: true"))
+    with pytest.raises(SystemExit):  # a notebook that fails otherwise still fails the sweep
+        S.main([str(failing), "--cluster", "inline"])
