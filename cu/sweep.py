@@ -90,7 +90,16 @@ KEYS = {
     "efficiency.csv": [*KEY, "task"],
     "forgetting.csv": [*KEY, "n_models"],
 }
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Dask's nannies set these for their workers (distributed.nanny.pre-spawn-environ: the thread variables at 1 and
+# MALLOC_TRIM_THRESHOLD_=65536), and a LocalCluster's nannies write them into *this* process's os.environ too. A
+# notebook started by a worker would inherit them: the trim threshold makes glibc hand every freed block above
+# 64 KiB back to the system, so PyTorch's per-step tensors become fresh mmaps and page faults (a third of the CPU
+# time in the kernel; benchmarks/train_loop.py at two threads, one A/B run: 323 img/s with it, 513 without).
+# A notebook gets the values this command started with (`_OWN_ENV`, read at import, before any cluster), or
+# --threads for the thread variables; a variable it did not have is unset.
+WORKER_VARS = ("MALLOC_TRIM_THRESHOLD_",)
+_OWN_ENV = {k: os.environ.get(k) for k in (*THREAD_VARS, *WORKER_VARS)}
 LABELS = {"ok": "done ", "skipped": "skip ", "blocked": "block"}  # progress lines; anything else is a failure
 # A notebook that ran to its end but whose checks cell raised cu.checks.ChecksFailed returns a result starting with
 # this: a finding about the method (e.g. Contrastive at paper settings more than 5 points under Retrain on samples),
@@ -583,7 +592,7 @@ def run_sweep_dask(spec: dict, client, threads: int | None = None, retries: int 
 
     root = ROOT.resolve()
     req, grid, order = needs(spec), points(spec), _order(spec)
-    env = {k: str(threads) if threads else os.environ.get(k) for k in THREAD_VARS}  # this command's, not the worker's
+    env = {k: str(threads) if threads and k in THREAD_VARS else v for k, v in _OWN_ENV.items()}  # not the worker's
     token = uuid.uuid4().hex[:8]  # keys unique to this sweep, so a scheduler never hands back an old result
     futures, task_of = {}, {}
     for i, point in enumerate(grid):

@@ -51,7 +51,10 @@ if FAIL_AT == "01_a checks" and SEED == 1:  # a claim the run does not reproduce
     c.done()'''
 
 UNLEARNING = '''from pathlib import Path
+import os
 assert Path(f"{RESULTS_DIR}/{PROFILE}/tuned_hparams.csv").exists(), "inputs are copied next to the outputs"
+# Dask's nanny sets this for its workers; a notebook (PyTorch allocating per step) must not inherit it
+assert "MALLOC_TRIM_THRESHOLD_" not in os.environ, "a Dask worker's malloc setting reached the notebook"
 from cu.results import upsert_csv
 upsert_csv(f"{RESULTS_DIR}/{PROFILE}/class_unlearning.csv", [
     dict(method=m, setting="paper", dataset="fake", model="m", width=1, seed=SEED, acc_test_retain=0.9,
@@ -164,7 +167,7 @@ def swept(cluster, tmp_path_factory):
     return root, status, logs, _results(root)
 
 
-def test_an_existing_scheduler_and_a_local_cluster_merge_the_same_rows(swept, repo, capsys):
+def test_an_existing_scheduler_and_a_local_cluster_merge_the_same_rows(swept, repo, capsys, monkeypatch):
     root, status, logs, external = swept
     assert status == {"seed-0": "ok", "seed-1": "ok"}
     assert set(external) == {"training.csv", "class_unlearning.csv", "tuned_hparams.csv"}
@@ -179,7 +182,8 @@ def test_an_existing_scheduler_and_a_local_cluster_merge_the_same_rows(swept, re
         "wrote": ["class_unlearning.csv"], "params": {"SEED": 1}}
 
     (repo / "sweep.yaml").write_text("profile: p\nnotebooks: [01_a, 02_b]\ngrid: {SEED: [0, 1]}\n")
-    S.main([str(repo / "sweep.yaml"), "--workers", "2"])  # the command line's default: a LocalCluster
+    monkeypatch.setitem(S._OWN_ENV, "MALLOC_TRIM_THRESHOLD_", None)  # as if this command had none: the nannies set it
+    S.main([str(repo / "sweep.yaml"), "--workers", "2"])  # the command line's default: a LocalCluster, with nannies
     out = capsys.readouterr().out
     assert "dask: tcp://127.0.0.1:" in out and "[4/4] done " in out and "seed-1: ok" in out
     assert _results(repo) == external
