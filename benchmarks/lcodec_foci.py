@@ -23,7 +23,8 @@ import torch
 
 import cu.unlearners as U
 import cu.unlearners.lcodec as L
-from cu.data import Split, load_dataset, random_split
+from cu.data import Split, random_split
+from cu.datasets import load_dataset
 from cu.training import TrainConfig, train_cached
 
 

@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 
 import cu.unlearners as U
-from cu.data import Dataset, class_split, load_dataset, random_split
+from cu.data import Dataset, class_split, random_split
+from cu.datasets import load_dataset
 from cu.experiment import evaluate
 from cu.models import build_model
 from cu.runtime import get_device

@@ -26,7 +26,8 @@ import pandas as pd
 import torch
 
 from cu import unlearners
-from cu.data import Dataset, class_split, load_dataset
+from cu.data import Dataset, class_split
+from cu.datasets import load_dataset
 from cu.models import build_model
 from cu.runtime import get_device
 from train_loop import cifar_like  # benchmarks/: random CIFAR-shaped data, shared with the loop benchmark

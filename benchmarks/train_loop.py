@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cu.data import Dataset, load_dataset
+from cu.data import Dataset
+from cu.datasets import load_dataset
 from cu.models import build_model
 from cu.runtime import get_device
 from cu.training import TrainConfig, sgd, train

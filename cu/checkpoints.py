@@ -44,10 +44,10 @@ def _source(module: str) -> tuple[str, tuple[str, ...]]:
             deps.update(a.name for a in node.names if a.name.split(".")[0] == "cu")
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
                 and node.module.split(".")[0] == "cu":
+            package = importlib.util.find_spec(node.module).submodule_search_locations
             for a in node.names:  # `from cu import plots` names a module; `from cu.x import f` does not
                 sub = f"{node.module}.{a.name}"
-                deps.add(sub if importlib.util.find_spec(node.module).submodule_search_locations
-                         and importlib.util.find_spec(sub) is not None else node.module)
+                deps.add(sub if package and importlib.util.find_spec(sub) is not None else node.module)
     deps.discard(module)
     return text, tuple(sorted(deps))
 

@@ -1,7 +1,8 @@
 """Datasets in memory, unlearning splits as index sets, and seeded batches.
 
-`load_dataset(name, root, download)` returns a `Dataset` of uint8 images (N, C, H, W) with labels
-and class names. `Dataset.to(device)` normalises with the dataset's own per-channel mean and std
+A `Dataset` holds uint8 images (N, C, H, W) with labels and class names (`cu.datasets.load_dataset`
+reads one from its files: kept apart, so that a change to file handling does not change the
+fingerprint that keys every trained model). `Dataset.to(device)` normalises with the dataset's own per-channel mean and std
 (computed on its training set) and puts everything on the device once; batches are then index
 tensors from seeded permutations (as in airbench's CifarLoader), never a DataLoader.
 
@@ -12,14 +13,12 @@ Unlearning splits (`class_split`, `random_split`) are index sets into the traini
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from cu.runtime import as_int
 
-DATASETS = ("digits", "mnist", "cifar10", "svhn")
 TASKS = ("class", "sample")
 
 
@@ -101,84 +100,6 @@ class DeviceData:
             return x, y
         idx = idx.to(x.device)
         return x[idx], y[idx]
-
-
-# --------------------------------------------------------------------------- loading
-
-def load_dataset(name: str = "digits", root: str | Path | None = None, download: bool = False) -> Dataset:
-    """Load a whole dataset into memory.
-
-    name: 'digits' (scikit-learn's 8x8 digits, embedded; fixed seeded 80/20 split), 'mnist',
-          'cifar10' (read from `<root>/<name>.npz` when present, else torchvision when
-          download=True) or 'svhn' (torchvision's .mat files under root, downloaded if allowed).
-    root: folder holding `<name>.npz` or torchvision's files; default `./data`.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    if name == "digits":
-        return _load_digits()
-    root = Path(root) if root is not None else Path("data")
-    npz = root / f"{name}.npz"
-    if name in ("mnist", "cifar10") and npz.is_file():
-        return _load_npz(name, npz)
-    if not download:
-        how = (f"a folder holding {name}.npz (e.g. data_root='../shared/data') or torchvision's "
-               f"files" if name != "svhn" else "torchvision's SVHN .mat files")
-        raise FileNotFoundError(
-            f"dataset {name!r} not found: looked for {npz} and torchvision's files under {root.resolve()}. "
-            f"Pass data_root= {how}, or download=True on a machine with internet.")
-    return _load_torchvision(name, root, download)
-
-
-def _load_digits() -> Dataset:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    # 0..16 intensities -> 0..255 uint8, one channel
-    x = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    y = d.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
-    return Dataset("digits", x_tr, y_tr, x_te, y_te, tuple(str(i) for i in range(10)))
-
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-def _nchw(x: np.ndarray) -> np.ndarray:
-    if x.ndim == 3:  # (N, H, W) grey
-        return np.ascontiguousarray(x[:, None])
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, H, W, C) -> (N, C, H, W)
-
-
-def _load_npz(name: str, path: Path) -> Dataset:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-            names = tuple(str(c) for c in f["class_names"]) if "class_names" in f.files else None
-    except (KeyError, ValueError, OSError) as err:
-        raise ValueError(f"{path} is not a valid {name} archive (needs x_train, y_train, x_test, y_test): "
-                         f"{err}. Replace it with a good copy or pass another data_root.") from err
-    if names is None:
-        names = CIFAR10_CLASSES if name == "cifar10" else tuple(str(i) for i in range(10))
-    return Dataset(name, _nchw(arrays["x_train"].astype(np.uint8)), arrays["y_train"].astype(np.int64),
-                   _nchw(arrays["x_test"].astype(np.uint8)), arrays["y_test"].astype(np.int64), names)
-
-
-def _load_torchvision(name: str, root: Path, download: bool) -> Dataset:
-    import torchvision.datasets as tvd
-
-    if name == "svhn":
-        tr = tvd.SVHN(str(root), split="train", download=download)
-        te = tvd.SVHN(str(root), split="test", download=download)
-        return Dataset(name, tr.data, tr.labels.astype(np.int64), te.data, te.labels.astype(np.int64),
-                       tuple(str(i) for i in range(10)))
-    cls = tvd.MNIST if name == "mnist" else tvd.CIFAR10
-    tr = cls(str(root), train=True, download=download)
-    te = cls(str(root), train=False, download=download)
-    as_np = lambda a: a.numpy() if hasattr(a, "numpy") else np.asarray(a)  # noqa: E731
-    return Dataset(name, _nchw(as_np(tr.data)), np.asarray(tr.targets, dtype=np.int64),
-                   _nchw(as_np(te.data)), np.asarray(te.targets, dtype=np.int64), tuple(tr.classes))
 
 
 # --------------------------------------------------------------------------- splits

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from cu.data import DeviceData, Dataset, load_dataset
+from cu.data import DeviceData, Dataset
+from cu.datasets import load_dataset
 from cu.runtime import get_device
 from cu.training import TrainConfig, train_cached
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cu.data import load_dataset
+from cu.datasets import load_dataset
 from cu.models import build_model
 from cu.training import TrainConfig, train
 

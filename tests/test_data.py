@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from cu.data import batches, class_split, load_dataset, make_split, random_split
+from cu.data import batches, class_split, make_split, random_split
+from cu.datasets import load_dataset
 
 
 def test_digits_is_embedded_and_split_fixed(digits):
@@ -69,8 +70,33 @@ def test_unknown_dataset_lists_valid_names():
 
 
 def test_missing_data_says_where_and_how(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"looked for .*cifar10\.npz.*(data_root|download=True)"):
+    with pytest.raises(FileNotFoundError, match=r"looked for .*cifar10\.npz.*README's 'Data'.*download=True"):
         load_dataset("cifar10", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"train_32x32\.mat, test_32x32\.mat under .*download=True"):
+        load_dataset("svhn", tmp_path / "nowhere")
+
+
+def test_a_download_is_kept_as_the_npz_that_later_runs_read(tmp_path, monkeypatch):
+    """DOWNLOAD: true on a machine with internet: torchvision's files once, then `<root>/<name>.npz`, read
+    without torchvision (here the download itself is a stand-in: no internet on these machines)."""
+    import cu.datasets as D
+
+    rng = np.random.default_rng(0)
+    fetched = D.Dataset("cifar10", rng.integers(0, 255, (12, 3, 32, 32), dtype=np.uint8), np.arange(12) % 10,
+                        rng.integers(0, 255, (6, 3, 32, 32), dtype=np.uint8), np.arange(6), D.CIFAR10_CLASSES)
+    calls = []
+    monkeypatch.setattr(D, "_download_torchvision", lambda name, root: calls.append(root) or fetched)
+    first = load_dataset("cifar10", tmp_path / "data", download=True)
+    assert calls == [tmp_path / "data"] and (tmp_path / "data" / "cifar10.npz").is_file()
+    again = load_dataset("cifar10", tmp_path / "data", download=True)  # the archive now: no second download
+    assert len(calls) == 1 and not list((tmp_path / "data").glob(".*.tmp"))
+    for ds in (first, again):
+        assert all(np.array_equal(getattr(ds, k), getattr(fetched, k)) for k in ("x_train", "y_train", "x_test", "y_test"))
+        assert ds.class_names == D.CIFAR10_CLASSES
+    grey = D.Dataset("mnist", fetched.x_train[:, :1], fetched.y_train, fetched.x_test[:, :1], fetched.y_test,
+                     tuple(str(i) for i in range(10)))
+    back = load_dataset("mnist", D.save_npz(grey, tmp_path / "m" / "mnist.npz").parent)
+    assert np.array_equal(back.x_train, grey.x_train) and back.in_channels == 1
 
 
 def test_malformed_npz(tmp_path):
@@ -133,6 +159,14 @@ def test_svhn_format_folder_loads(svhn_folder):
     assert sorted(set(ds.y_train.tolist())) == list(range(10))
     assert np.array_equal(ds.x_train[:, 0, 0, 0] % 10, ds.y_train)
     assert ds.class_names == tuple(str(i) for i in range(10)) and ds.in_channels == 3
+
+
+def test_svhn_files_in_place_load_without_download(svhn_folder, monkeypatch):
+    import torchvision.datasets as tvd
+
+    monkeypatch.setattr(tvd.SVHN, "download", lambda self: pytest.fail("no download when the files are there"))
+    ds = load_dataset("svhn", svhn_folder, download=False)
+    assert ds.x_train.shape == (30, 3, 32, 32) and ds.x_test.shape == (20, 3, 32, 32)
 
 
 def test_svhn_profile_trains_on_an_svhn_format_folder(svhn_folder, tmp_path):

@@ -61,7 +61,7 @@ def test_unlearning_an_empty_retain_or_forget_set_is_refused(data):
 CHILD = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from cu.data import load_dataset
+    from cu.datasets import load_dataset
     from cu.training import TrainConfig, train_cached
     if len(sys.argv) > 2:
         step, n = torch.optim.SGD.step, [0]
