@@ -212,9 +212,9 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
     out_dir.mkdir(parents=True, exist_ok=True)
     done = out_dir / f"{nb}.done"
     params = run_parameters(spec, point)
-    if is_done(done, params):
-        earlier = (yaml.safe_load(done.read_text()) or {})
-        earlier = earlier.get("checks_failed") if isinstance(earlier, dict) else None
+    marker = done_marker(done, params)
+    if marker is not None:
+        earlier = marker.get("checks_failed")
         return f"{CHECKS_FAILED} (in an earlier run): {earlier}" if earlier else "skipped"
     recorded, params = params, dict(params)  # the marker records the sweep's parameters, not RESULTS_DIR
     if results_dir is not None:
@@ -388,15 +388,22 @@ def run_parameters(spec: dict, point: dict) -> dict:
     return {**spec.get("parameters", {}), **point}
 
 
-def is_done(done: Path, params: dict) -> bool:
-    """Whether a notebook's `.done` marker says it ran with `params` (its `params` entry). A marker of other
-    parameters (another sweep over the same grid, e.g. other METHODS) does not count: the notebook runs again,
-    reusing whatever its models' caches hold. A marker written before markers recorded parameters counts."""
+def done_marker(done: Path, params: dict) -> dict | None:
+    """A notebook's `.done` marker (a dict; {} for an empty one) when it says the notebook ran with `params` (its
+    `params` entry), else None. A marker of other parameters (another sweep over the same grid, e.g. other
+    METHODS) does not count: the notebook runs again, reusing whatever its models' caches hold. A marker written
+    before markers recorded parameters counts."""
     if not done.exists():
-        return False
+        return None
     marker = yaml.safe_load(done.read_text())
-    recorded = marker.get("params") if isinstance(marker, dict) else None
-    return recorded is None or recorded == yaml.safe_load(yaml.safe_dump(params))
+    marker = marker if isinstance(marker, dict) else {}
+    recorded = marker.get("params")
+    return marker if recorded is None or recorded == yaml.safe_load(yaml.safe_dump(params)) else None
+
+
+def is_done(done: Path, params: dict) -> bool:
+    """Whether `done_marker` finds the notebook done with `params`."""
+    return done_marker(done, params) is not None
 
 
 def _stamps(folder: Path) -> dict[str, tuple]:
@@ -614,10 +621,9 @@ def run_sweep_dask(spec: dict, client, threads: int | None = None, retries: int 
         n_rows = merge(res["rows"], root / "results" / profile_name(spec, grid[i], root))
         status[name] = _point_status(status[name], result)
         head = f"[{k}/{len(futures)}] {_label(result)} {name} {nb}"
-        if result == "ok":
-            log(f"{head} ({res['seconds']:.0f} s on {res['worker']}, {n_rows} rows merged)")
-        elif result.startswith(CHECKS_FAILED):
-            log(f"{head} ({res['seconds']:.0f} s on {res['worker']}, {n_rows} rows merged): {result}")
+        if result == "ok" or result.startswith(CHECKS_FAILED):
+            finding = "" if result == "ok" else f": {result}"
+            log(f"{head} ({res['seconds']:.0f} s on {res['worker']}, {n_rows} rows merged){finding}")
         elif result == "skipped":
             log(f"{head} (done before, {n_rows} rows merged)")
         else:
@@ -738,7 +744,7 @@ def main(argv: list[str] | None = None):
     failed = {n: s for n, s in status.items() if not finished(s)}
     for name, s in status.items():
         print(f"{name}: {s}")
-    findings = [n for n, s in status.items() if finished(s) and s.startswith(CHECKS_FAILED)]
+    findings = [n for n, s in status.items() if s.startswith(CHECKS_FAILED)]
     if findings:
         print(f"{len(findings)} of {len(grid)} grid points ran with failed checks (findings, not errors: their rows "
               f"are merged and the notebooks after them ran; each notebook's log and .done marker list the claims)")
