@@ -271,3 +271,22 @@ def test_every_profile_reads_its_data_from_the_repositorys_data_folder():
         root = yaml.safe_load(path.read_text()).get("DATA_ROOT")
         if root is not None:
             assert (repo / "notebooks" / root).resolve() == repo / "data", f"{path.name}: DATA_ROOT {root}"
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb")))
+def test_papermill_reads_every_parameter_of_every_notebook(notebook):
+    """`papermill --help-notebook` and papermill's "unknown parameter" warnings read the parameters cell with a
+    pattern that a comment holding '=' breaks (06's "k = 0..N_MODELS-1" made it skip SEED and N_MODELS and
+    warn that the sweep passed unknown parameters): every name the cell assigns must be one papermill reads."""
+    import ast
+    import json
+
+    import papermill
+
+    nb = json.loads((ROOT / "notebooks" / notebook).read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = {t.id for node in ast.parse("".join(cell["source"])).body
+                for t in (node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)])
+                if isinstance(t, ast.Name)}
+    assert assigned, f"{notebook}: empty parameters cell"
+    assert set(papermill.inspect_notebook(str(ROOT / "notebooks" / notebook))) == assigned
