@@ -31,6 +31,7 @@ notebooks: install
 	  $(STRIP) "$$nb" || exit 1; \
 	done
 	$(BIN)/python -m cu.report results/default --readme README.md > /dev/null
+	$(BIN)/python -m cu.report --forgetting --readme README.md > /dev/null
 
 test: unit nbval
 

@@ -531,7 +531,25 @@ def _mia_agreement(comparison, methods: list[str]) -> str:
         return (f"{head} cannot be checked against the forget score, which ties all of them: at this number of "
                 "models the per-example score does not separate the methods.")
     flips = [(x, y) for i, x in enumerate(both) for y in both[i + 1:] if (a[x] - a[y]) * (b[x] - b[y]) < 0]
-    return (f"{head} **disagrees** with the forget-score ranking"
-            + (": " + "; ".join(f"{_name(x)} and {_name(y)} swap places" for x, y in flips) if flips else
-               " in which methods tie")
-            + "; where they differ, trust the per-example score, the stronger test.")
+    if not flips:
+        detail = " in which methods tie"
+    elif len(flips) <= MAX_SWAPS_LISTED:
+        detail = ": " + "; ".join(f"{_name(x)} and {_name(y)} swap places" for x, y in flips)
+    else:  # many methods: the count of opposite pairs, the rank correlation and the methods that move most
+        from scipy.stats import kendalltau
+
+        tau = kendalltau([a[m] for m in both], [b[m] for m in both]).statistic
+        la, lb = max(a.values()) + 1, max(b.values()) + 1
+        moves = sorted(both, key=lambda m: (-abs(a[m] / max(la - 1, 1) - b[m] / max(lb - 1, 1)), m))[:3]
+        detail = (f": {len(flips)} of {len(both) * (len(both) - 1) // 2} pairs of methods in opposite order "
+                  f"(Kendall's tau-b {tau:.2f}); moving most, {'; '.join(f'{_name(m)} {_ordinal(a[m] + 1)} of {la} by the forget score and {_ordinal(b[m] + 1)} of {lb} by the MIA' for m in moves)} (tied methods share a rank)")
+    return (f"{head} **disagrees** with the forget-score ranking{detail}"
+            "; where they differ, trust the per-example score, the stronger test.")
+
+
+MAX_SWAPS_LISTED = 3
+"""More pairs of methods in opposite order than this are summarised (count, Kendall's tau-b, largest moves)."""
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"

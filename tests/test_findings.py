@@ -226,3 +226,21 @@ def test_training_findings_fit_and_no_fit():
 @pytest.mark.parametrize("value, text", [(0.842 - 0.849, "-0.7 pt"), (0.0, "0.0 pt"), (0.02, "+2.0 pt")])
 def test_gap_format(value, text):
     assert F._fmt_gap(F._gap(0.849 + value, 0.849)) == text
+
+
+def test_many_disagreeing_pairs_are_summarised_not_listed():
+    """Eleven methods gave 26 'X and Y swap places' clauses in one bullet; above MAX_SWAPS_LISTED pairs the line
+    gives the count, Kendall's tau-b and the methods that move most."""
+    names = [f"m{i}" for i in range(6)]
+    sc = {**scores(original=0.0), **scores(**{m: 0.1 * (6 - i) for i, m in enumerate(names)})}
+    reversed_mia = pd.DataFrame({"forget_score": [sc[m]["forget_score"] for m in names],
+                                 "mia_gap_to_retrain_pt": [float(10 - i) for i in range(6)]}, index=names)
+    line = line_with(F.forgetting_findings(sc, 8, reversed_mia), "MIA ranking")
+    assert "**disagrees**" in line and "swap places" not in line
+    assert "15 of 15 pairs of methods in opposite order" in line and "Kendall's tau-b -1.00" in line
+    assert "m0 1st of 6 by the forget score and 6th of 6 by the MIA" in line
+    one_swap = reversed_mia.assign(mia_gap_to_retrain_pt=[1.0, 2.0, 3.0, 4.0, 6.0, 5.0])
+    line = line_with(F.forgetting_findings(sc, 8, one_swap), "MIA ranking")
+    assert "m4 and m5 swap places" in line and "Kendall" not in line
+    assert [F._ordinal(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd"]

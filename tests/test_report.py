@@ -147,3 +147,28 @@ def test_the_regime_table_pairs_each_method_with_retrain_by_seed(tmp_path):
     wide = [c.strip() for c in lines[1].split("|")[1:-1]]
     assert wide[1] == "resnet18 w64" and wide[3] == "–" and wide[8] == "-1.0" and wide[-1] == "0"
     assert "No profile" in regime(tmp_path, ["wide"], methods=("ssd",))
+
+
+def test_the_forgetting_reading_is_generated_per_run_and_says_when_the_mia_has_no_power(tmp_path):
+    from cu.report import forgetting_reading
+
+    ident = dict(dataset="digits", model="resnet18", width=16, seed=0, task="sample")
+    rows = [dict(method=m, setting="paper", **ident, n_forget=100, n_models=n, forget_score=f, final_score=f,
+                 eps_median=1.0, eps_mean=1.0, ulira_auc=0.9, ulira_tpr_at_1fpr=0.1, acc_retain=1.0, acc_test=0.98)
+            for n in (8, 64) for m, f in [("retrain (held out)", 0.2), ("original", 0.0), ("contrastive", 0.01),
+                                          ("fisher", 0.1)]]
+    (tmp_path / "default").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "default" / "forgetting.csv", index=False)
+    text = forgetting_reading(tmp_path)
+    assert text.index("64 models per method") < text.index("8 models per method")  # the largest N first
+    assert "Fisher (0.100) > Contrastive (0.010)" in text
+    assert "No comparison with notebook 04" in text and "no power" not in text  # no mia.csv
+    mia = [dict(method=m, **{k: v for k, v in ident.items() if k != "task"}, feature="softmax_sorted",
+                classifier="svc", mia_forget=r, mia_auc=auc) for m, r, auc in
+           [("original", 90.0, 48.0), ("retrain", 60.0, 50.0), ("contrastive", 70.0, 50.0), ("fisher", 61.0, 50.0)]]
+    pd.DataFrame(mia).to_csv(tmp_path / "default" / "mia.csv", index=False)
+    text = forgetting_reading(tmp_path)
+    assert "**agrees**" in text and "**no power** here (the Original's AUC 48.0 %" in text
+    pd.DataFrame([{**r, "mia_auc": 80.0} for r in mia]).to_csv(tmp_path / "default" / "mia.csv", index=False)
+    assert "no power" not in forgetting_reading(tmp_path)
+    assert "No profile has `forgetting.csv`" in forgetting_reading(tmp_path / "default")
