@@ -32,6 +32,10 @@ METRICS = {
 LABELS = {  # the paper's row names
     "acc_test_retain": "D_ts^r", "acc_train_forget": "D_tr^u", "acc_test_forget": "D_ts^u", "acc_test": "D_ts",
 }
+RECORDED_EXTRAS = {  # a method's own diagnostics (its Record's `extra`), kept as columns of its results row
+    "shadow_rate": "Boundary Expansion: D_tr^u won by the shadow class",
+    "attack_success_rate": "Boundary Shrink: FGSM neighbours leaving the true class",
+}
 
 
 def evaluate(model: torch.nn.Module, data: DeviceData, split, *others) -> dict | tuple[dict, ...]:
@@ -175,7 +179,7 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
         return {**whole, **{f"{k}_report": v for k, v in half.items()}}
 
     rows = [{"method": "original", "setting": setting_of("original"), **ident, **accuracies(original), "seconds": 0.0,
-             "passes": 0, "stopped": "", "curve_zero_step": float("nan")}]
+             "passes": 0, "stopped": "", "curve_zero_step": float("nan"), **dict.fromkeys(RECORDED_EXTRAS, float("nan"))}]
     models, records = {"original": original}, {}
     for name in methods:
         overrides = method_overrides(name, hparams, recipe, cache_dir, ident["seed"])
@@ -183,7 +187,8 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
         assert isinstance(rec, Record)
         rows.append({"method": name, "setting": setting_of(name), **ident,
                      **accuracies(model), "seconds": rec.seconds, "passes": rec.passes, "stopped": rec.stopped,
-                     "curve_zero_step": curve_zero_step(rec)})
+                     "curve_zero_step": curve_zero_step(rec),
+                     **{k: float((rec.extra or {}).get(k, float("nan"))) for k in RECORDED_EXTRAS}})
         models[name], records[name] = model, rec
         if log:  # one line per method, so that a long run is not silent (None: quiet)
             log(f"{name}: {rec.seconds:.1f} s, {rec.passes} passes, stopped: {rec.stopped}")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cu.experiment import RECORDED_EXTRAS
 from cu.runtime import atomic_write
 
 TABLES = {
@@ -109,6 +110,8 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
         if not path.exists():
             continue
         df = pd.read_csv(path)
+        metrics = {**metrics, **{c: f"{label} (%)" for c, label in RECORDED_EXTRAS.items()
+                                 if name.endswith("unlearning.csv") and c in df.columns and df[c].notna().any()}}
         if name == "mia.csv" and attack is not None and {"feature", "classifier"} <= set(df.columns):
             df = df[(df.feature == attack[0]) & (df.classifier == attack[1])]
         extra = tuple(k for k in ("feature", "classifier") if k in df.columns)  # one table per attack

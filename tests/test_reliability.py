@@ -290,3 +290,24 @@ def test_papermill_reads_every_parameter_of_every_notebook(notebook):
                 if isinstance(t, ast.Name)}
     assert assigned, f"{notebook}: empty parameters cell"
     assert set(papermill.inspect_notebook(str(ROOT / "notebooks" / notebook))) == assigned
+
+
+def test_a_methods_own_diagnostics_reach_its_results_row(original, data, tmp_path):
+    """Boundary Expansion's shadow_rate and Boundary Shrink's attack_success_rate (issue #16: record them in the
+    results) are columns of every row, NaN where a method has none, equal to what the method recorded."""
+    import math
+
+    from cu.experiment import RECORDED_EXTRAS, run_methods
+    from cu.training import TrainConfig
+
+    split = make_split(data, "class", forget_class=5, seed=0)
+    ident = dict(dataset="digits", model="resnet18", width=8, seed=0)
+    hp = {"boundary_expansion": {"epochs": 1}, "boundary_shrink": {"epochs": 1}}
+    rows, _, recs = run_methods(["boundary_expansion", "boundary_shrink"], original, data, split, ident,
+                                TrainConfig(epochs=1, seed=0), hp, None)
+    by = {r["method"]: r for r in rows}
+    assert set(RECORDED_EXTRAS) <= set(by["original"]) and len({frozenset(r) for r in rows}) == 1
+    assert by["boundary_expansion"]["shadow_rate"] == recs["boundary_expansion"].extra["shadow_rate"]
+    assert by["boundary_shrink"]["attack_success_rate"] == recs["boundary_shrink"].extra["attack_success_rate"]
+    assert 0 <= by["boundary_expansion"]["shadow_rate"] <= 1 and 0 <= by["boundary_shrink"]["attack_success_rate"] <= 1
+    assert math.isnan(by["boundary_shrink"]["shadow_rate"]) and math.isnan(by["original"]["attack_success_rate"])

@@ -172,3 +172,17 @@ def test_the_forgetting_reading_is_generated_per_run_and_says_when_the_mia_has_n
     pd.DataFrame([{**r, "mia_auc": 80.0} for r in mia]).to_csv(tmp_path / "default" / "mia.csv", index=False)
     assert "no power" not in forgetting_reading(tmp_path)
     assert "No profile has `forgetting.csv`" in forgetting_reading(tmp_path / "default")
+
+
+def test_a_methods_diagnostics_get_a_row_only_where_recorded(tmp_path):
+    from cu.report import markdown
+
+    base = dict(dataset="cifar10", model="resnet18", width=16, acc_test_retain=0.8, acc_train_forget=0.0,
+                acc_test_forget=0.0, seconds=1.0)
+    rows = [dict(base, method="boundary_expansion", seed=s, shadow_rate=r, attack_success_rate=float("nan"))
+            for s, r in ((0, 0.25), (1, 0.35))] + [dict(base, method="retrain", seed=0)]
+    pd.DataFrame(rows).to_csv(tmp_path / "class_unlearning.csv", index=False)
+    text = markdown(tmp_path)
+    line = next(ln for ln in text.splitlines() if "shadow class" in ln)
+    assert "30.0 ±" in line and "–" in line  # mean over two seeds, none for Retrain
+    assert "FGSM" not in text  # no method recorded it
