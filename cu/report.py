@@ -124,8 +124,8 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
         for title, table in aggregate(df, metrics, scale, extra, decimals).items():
             parts.append(f"**{heading}** ({title})\n\n{table.to_markdown(disable_numparse=True)}")
             if name == "mia.csv" and "original" in table.columns and _mean(table.loc["AUC (%)", "original"]) <= NO_POWER_AUC:
-                parts.append("The attack has **no power** here (the Original's AUC <= 55 %): these member rates say "
-                             "nothing about forgetting.")
+                parts.append(f"The attack has **no power** here (the Original's AUC <= {NO_POWER_AUC:g} %): these member "
+                             "rates say nothing about forgetting.")
         report = {f"{c}_report": f"{label} (report half)" for c, label in metrics.items() if f"{c}_report" in df.columns}
         if report and df[list(report)].notna().any().any():  # where tuned settings are to be read (cu.tuning)
             metrics_r = {**report, **{c: label for c, label in metrics.items() if c == "acc_train_forget"}}
@@ -297,7 +297,7 @@ def forgetting_reading(results_root: str | Path = "results", profiles: list[str]
     U-LiRA rankings, agreement with notebook 04's paper attack on the same seed) for every (profile, dataset,
     model, width, seed, task, number of models) in `results/<profile>/forgetting.csv`, the largest number of
     models first: the README's text about these scores is generated from the results, never typed."""
-    from cu.findings import forgetting_findings
+    from cu.findings import REFERENCES, forgetting_findings
     from cu.forgetting import compare_with_mia
 
     root = Path(results_root)
@@ -310,14 +310,16 @@ def forgetting_reading(results_root: str | Path = "results", profiles: list[str]
         if not path.exists():
             continue
         df = pd.read_csv(path)
+        mia_csv = root / profile / "mia.csv"
+        mia = pd.read_csv(mia_csv) if mia_csv.exists() else None
         groups = df.groupby(keys, sort=False)
         for key in sorted(groups.groups, key=lambda k: (k[0], k[1], k[2], k[3], k[4], -k[5])):
             ident = dict(zip(keys, key))
             rows = groups.get_group(key).set_index("method")
             scores = {m: r.to_dict() for m, r in rows.iterrows()}
-            methods = [m for m in rows.index if m not in ("original", "retrain (held out)")]
-            comparison = compare_with_mia(rows, root / profile / "mia.csv", ident) if methods else None
-            power = _mia_power(root / profile / "mia.csv", ident) if comparison is not None else ""
+            methods = [m for m in rows.index if m not in REFERENCES]
+            comparison = compare_with_mia(rows, mia_csv, ident) if methods else None
+            power = _mia_power(mia, ident) if comparison is not None else ""
             parts.append(f"**`{profile}`: {ident['dataset']} {ident['model']} w{ident['width']}, seed {ident['seed']}, "
                          f"{ident['task']} unlearning, {ident['n_models']} models per method** "
                          f"({len(methods)} methods)\n\n"
@@ -327,9 +329,9 @@ def forgetting_reading(results_root: str | Path = "results", profiles: list[str]
     return "\n\n".join(parts) + "\n"
 
 
-def _mia_power(mia_csv: Path, ident: dict) -> str:
-    """A bullet saying that the paper's attack (softmax_sorted, svc) has no power for `ident`'s seed, if so."""
-    mia = pd.read_csv(mia_csv)
+def _mia_power(mia: pd.DataFrame, ident: dict) -> str:
+    """A bullet saying that the paper's attack (softmax_sorted, svc) has no power for `ident`'s seed, if so
+    (`mia`: the profile's mia.csv, read once per profile)."""
     sel = mia[(mia.method == "original") & (mia.dataset == ident["dataset"]) & (mia.model == ident["model"])
               & (mia.width == ident["width"]) & (mia.seed == ident["seed"]) & (mia.feature == "softmax_sorted")
               & (mia.classifier == "svc")]
@@ -395,7 +397,8 @@ def main():
     ap.add_argument("--forgetting", action="store_true",
                     help="write notebook 06's reading of every profile's forgetting.csv (rankings, MIA agreement)")
     args = ap.parse_args()
-    for flag, make in (("scorecard", scorecard), ("regime", regime), ("forgetting", forgetting_reading)):  # the README sections across profiles
+    # the README sections across profiles
+    for flag, make in (("scorecard", scorecard), ("regime", regime), ("forgetting", forgetting_reading)):
         if getattr(args, flag):
             text = make(Path(args.folder or "results"))
             if args.readme:
