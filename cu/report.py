@@ -133,7 +133,45 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
             for title, table in aggregate(rows, metrics_r, scale, extra).items():
                 parts.append(f"**{heading}, test accuracies on the report half of the test set, which tuning "
                              f"never sees** ({title})\n\n{table.to_markdown(disable_numparse=True)}")
+    tuned = tuned_settings(folder)
+    if tuned:
+        parts.append(tuned)
     return "\n\n".join(parts) + "\n"
+
+
+TUNED = "tuned_hparams.csv"
+"""cu.tuning's choices: one row per (method, dataset, model, width, tuning seed, task)."""
+
+
+def _compact(value) -> str:
+    """A tuned value as the table shows it: floats to 3 significant digits, the rest as written."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def tuned_settings(folder: str | Path) -> str:
+    """The tuning protocol's choices of a profile folder (`tuned_hparams.csv`, written by cu.tuning) as one
+    markdown table per (dataset, model, width): the method and task, the seed whose validation half it was tuned
+    on, the trials run, the best validation score (cu.tuning.score) and the chosen values; '' without the file."""
+    import json
+
+    path = Path(folder) / TUNED
+    if not path.exists():
+        return ""
+    df = pd.read_csv(path)
+    parts = []
+    for (dataset, model, width), g in df.groupby(["dataset", "model", "width"], sort=False):
+        g = g.assign(order=g.method.map({m: i for i, m in enumerate(method_order(g.method))})).sort_values(["task", "order"])
+        rows = [{"task": r.task, "method": r.method, "tuned on seed": int(r.seed), "trials": int(r.n_trials),
+                 "best validation score": f"{r.score:.3f}",
+                 "chosen": ", ".join(f"{k} {_compact(v)}" for k, v in sorted(json.loads(r.hparams).items()))}
+                for r in g.itertuples()]
+        parts.append(f"**Tuned settings (cu.tuning: chosen on a validation half of the test set; `{TUNED}`)** "
+                     f"(dataset {dataset}, model {model}, width {width})\n\n"
+                     + pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True))
+        if ((g.task == "class") & (g.score < 0)).any():
+            parts.append("A class score below 0: no trial brought validation D_ts^u down to 1/C; the least "
+                         "infeasible trial was chosen (cu.tuning.score).")
+    return "\n\n".join(parts)
 
 
 def with_retrain_gap(df: pd.DataFrame, attack_keys=()) -> pd.DataFrame:

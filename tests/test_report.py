@@ -186,3 +186,25 @@ def test_a_methods_diagnostics_get_a_row_only_where_recorded(tmp_path):
     line = next(ln for ln in text.splitlines() if "shadow class" in ln)
     assert "30.0 ±" in line and "–" in line  # mean over two seeds, none for Retrain
     assert "FGSM" not in text  # no method recorded it
+
+
+def test_the_tuned_settings_table_lists_each_choice_and_says_when_a_class_study_found_no_feasible_trial(tmp_path):
+    import json
+
+    from cu.report import markdown
+
+    base = dict(dataset="cifar10", model="resnet18", width=16, seed=2, n_trials=8)
+    rows = [dict(base, method="unsir", task="class", score=0.84, hparams=json.dumps({"repair_lr": 3.4e-4, "impair_lr": 4.9e-4})),
+            dict(base, method="contrastive", task="class", score=0.85, hparams=json.dumps({"lr": 0.0017, "lambda_ce": 1.9})),
+            dict(base, method="fisher", task="sample", score=0.66, hparams=json.dumps({"alpha": 1.27e-9}))]
+    pd.DataFrame(rows).to_csv(tmp_path / "tuned_hparams.csv", index=False)
+    text = markdown(tmp_path)
+    lines = [ln for ln in text.splitlines() if ln.startswith("| class") or ln.startswith("| sample")]
+    assert [ln.split("|")[2].strip() for ln in lines] == ["contrastive", "unsir", "fisher"]  # task, then paper order
+    assert "impair_lr 0.00049, repair_lr 0.00034" in lines[1] and "| 8 " in lines[1] and "0.840" in lines[1]
+    assert "alpha 1.27e-09" in lines[2]
+    assert "no trial brought" not in text  # every class score is feasible
+    pd.DataFrame([dict(rows[0], score=-0.5)]).to_csv(tmp_path / "tuned_hparams.csv", index=False)
+    assert "no trial brought validation D_ts^u down to 1/C" in markdown(tmp_path)
+    (tmp_path / "tuned_hparams.csv").unlink()
+    assert "Tuned settings" not in markdown(tmp_path)
