@@ -141,6 +141,7 @@ def markdown(folder: str | Path, attack: tuple[str, str] | None = None) -> str:
 
 TUNED = "tuned_hparams.csv"
 """cu.tuning's choices: one row per (method, dataset, model, width, tuning seed, task)."""
+TUNED_COLUMNS = ("method", "dataset", "model", "width", "seed", "task", "n_trials", "score", "hparams")
 
 
 def _compact(value) -> str:
@@ -158,6 +159,9 @@ def tuned_settings(folder: str | Path) -> str:
     if not path.exists():
         return ""
     df = pd.read_csv(path)
+    missing = [c for c in TUNED_COLUMNS if c not in df.columns]
+    if missing:
+        return f"`{path}` lacks the columns that cu.tuning writes ({', '.join(missing)}): its settings are not shown."
     parts = []
     for (dataset, model, width), g in df.groupby(["dataset", "model", "width"], sort=False):
         g = g.assign(order=g.method.map({m: i for i, m in enumerate(method_order(g.method))})).sort_values(["task", "order"])

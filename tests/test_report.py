@@ -206,5 +206,7 @@ def test_the_tuned_settings_table_lists_each_choice_and_says_when_a_class_study_
     assert "no trial brought" not in text  # every class score is feasible
     pd.DataFrame([dict(rows[0], score=-0.5)]).to_csv(tmp_path / "tuned_hparams.csv", index=False)
     assert "no trial brought validation D_ts^u down to 1/C" in markdown(tmp_path)
+    pd.DataFrame([{"method": "unsir", "task": "class", "hparams": "{}"}]).to_csv(tmp_path / "tuned_hparams.csv", index=False)
+    assert "lacks the columns that cu.tuning writes (dataset, model, width, seed, n_trials, score)" in markdown(tmp_path)
     (tmp_path / "tuned_hparams.csv").unlink()
     assert "Tuned settings" not in markdown(tmp_path)
