@@ -3,9 +3,18 @@
 Recipe (the paper, Sec. 5.1): cross-entropy, SGD with momentum and weight decay, cosine learning
 rate schedule over all steps, no data augmentation (only normalisation). Batches are seeded
 permutations of an index set; the model and data live on one device.
+
+Training resumes: given a `resume` file, `train` writes its whole state there (weights, optimiser
+momentum, schedule position, the batch generator's state, history) after every epoch, atomically, and a
+later call with the same file and recipe continues from the last finished epoch, batch for batch as if
+it had not stopped (same machine). `train_cached` keeps that file beside the checkpoint it will write
+(`<key>.partial.pt`) and removes it once the checkpoint is stored, so a killed Original or Retrain loses
+at most one epoch.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -16,10 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cu.checkpoints import cached, code_fingerprint
+from cu.checkpoints import CheckpointError, cached, checkpoint_path, code_fingerprint
 from cu.data import DeviceData, batches
 from cu.models import build_model
-from cu.runtime import as_int, set_seed
+from cu.runtime import as_int, atomic_write, set_seed
+
+RESUME_FORMAT = "cu-train-state-v1"
 
 
 @dataclass(frozen=True)
@@ -46,12 +57,34 @@ def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float 
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def _resume_config(cfg: TrainConfig, idx: torch.Tensor) -> dict:
+    """What a resume file must have been written for: the recipe and the training index set."""
+    return {"recipe": asdict(cfg), "n": len(idx), "idx_hash": hashlib.sha256(idx.cpu().numpy().tobytes()).hexdigest()[:16]}
+
+
+def _load_resume(path: Path, cfg: TrainConfig, idx: torch.Tensor) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not ours
+        raise CheckpointError(f"{path} cannot be read as a training state ({type(err).__name__}: "
+                              f"{str(err)[:200]}); delete it and the training starts from epoch 1.") from err
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise CheckpointError(f"{path} is not a {RESUME_FORMAT} file; delete it and the training starts from epoch 1.")
+    if json.loads(state["config"]) != json.loads(json.dumps(_resume_config(cfg, idx))):
+        raise CheckpointError(f"{path} was written for another recipe or index set ({state['config']}); "
+                              f"delete it and the training starts from epoch 1.")
+    return state
+
+
 def train(model: nn.Module, data: DeviceData, idx: torch.Tensor, cfg: TrainConfig,
-          eval_idx: torch.Tensor | None = None, progress: bool = True, desc: str = "train") -> dict:
+          eval_idx: torch.Tensor | None = None, progress: bool = True, desc: str = "train",
+          resume: str | Path | None = None) -> dict:
     """Train `model` in place on training samples `idx` with recipe `cfg`.
 
     Returns a history dict of per-epoch lists: train_loss, train_acc (running, over the epoch's
     batches), test_acc (on test indices `eval_idx`, when given) and seconds (cumulative, training only).
+    `resume`: a file for the training state after each epoch; when it exists (written for this recipe
+    and `idx`), training continues after its last epoch instead of starting again. The caller removes it.
     """
     gen = set_seed(cfg.seed)
     opt = sgd(model, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -59,8 +92,19 @@ def train(model: nn.Module, data: DeviceData, idx: torch.Tensor, cfg: TrainConfi
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     hist = {"epoch": [], "train_loss": [], "train_acc": [], "test_acc": [], "seconds": []}
-    elapsed = 0.0
-    bar = tqdm(range(cfg.epochs), desc=desc, disable=not progress, leave=False)
+    elapsed, start = 0.0, 0
+    resume = Path(resume) if resume is not None else None
+    if resume is not None and resume.exists():
+        state = _load_resume(resume, cfg, idx)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        hist, start = json.loads(state["history"]), int(state["epoch"])
+        elapsed = hist["seconds"][-1] if hist["seconds"] else 0.0
+        print(f"{desc}: resuming after epoch {start} of {cfg.epochs} from {resume}", flush=True)
+    bar = tqdm(range(start, cfg.epochs), desc=desc, disable=not progress, leave=False,
+               initial=start, total=cfg.epochs)
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
@@ -89,6 +133,12 @@ def train(model: nn.Module, data: DeviceData, idx: torch.Tensor, cfg: TrainConfi
         hist["test_acc"].append(accuracy(model, data, "test", eval_idx) if eval_idx is not None else float("nan"))
         hist["seconds"].append(elapsed)
         bar.set_postfix(loss=f"{loss_v:.3f}", test=f"{hist['test_acc'][-1]:.3f}")
+        if resume is not None:
+            state = {"format": RESUME_FORMAT, "config": json.dumps(_resume_config(cfg, idx)), "epoch": epoch + 1,
+                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "generator": gen.get_state(), "history": json.dumps(hist)}
+            atomic_write(resume, lambda tmp: torch.save(state, tmp))
     model.eval()
     return hist
 
@@ -142,9 +192,12 @@ def train_cached(data: DeviceData, model_name: str, width: int, in_channels: int
     `trained_on` names the index set in the cache key ('all' for the Original; a split's name for
     Retrain); `code` names the modules whose source (with their `cu` imports) enters the key.
     Returns (model in eval mode on data's device, history). cache_dir=None disables caching.
+    With a cache, the training's state after each epoch is kept in `<checkpoint>.partial.pt` until the
+    checkpoint is written: a killed run called again resumes after its last finished epoch.
     """
     idx = torch.arange(len(data.y_train)) if idx is None else idx
     cfg = model_config(data.name, model_name, width, data.num_classes, in_channels, recipe, trained_on, code)
+    partial = None if cache_dir is None else checkpoint_path(cache_dir, cfg).with_suffix(".partial.pt")
 
     def fresh():
         set_seed(recipe.seed)
@@ -152,7 +205,9 @@ def train_cached(data: DeviceData, model_name: str, width: int, in_channels: int
 
     def fit(model):
         return train(model, data, idx, recipe, eval_idx=torch.arange(len(data.y_test)), progress=progress,
-                     desc=f"{model_name}-w{width} on {data.name} ({trained_on})")
+                     desc=f"{model_name}-w{width} on {data.name} ({trained_on})", resume=partial)
 
     model, hist = cached(cache_dir, cfg, fresh, fit)
+    if partial is not None:
+        partial.unlink(missing_ok=True)
     return model.eval(), hist

@@ -27,6 +27,44 @@ def test_same_seed_same_numbers(data):
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
+def test_killed_training_resumes_batch_for_batch(tmp_path, data, monkeypatch):
+    """Killed during epoch 3 of 4 and called again with its state file, a training ends with the weights and
+    losses of one that never stopped (same machine); a state file of another recipe is refused."""
+    import cu.training as tr
+    idx, recipe = torch.arange(300), TrainConfig(epochs=4, seed=3)
+
+    def fresh():  # what a new process builds before resuming
+        torch.manual_seed(1)
+        return build_model("resnet18", 10, 1, width=4)
+
+    whole = fresh()
+    h_whole = train(whole, data, idx, recipe, progress=False)
+    real, calls = tr.batches, {"n": 0}
+
+    def dying(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    state = tmp_path / "run.partial.pt"
+    monkeypatch.setattr(tr, "batches", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh(), data, idx, recipe, progress=False, resume=state)
+    monkeypatch.setattr(tr, "batches", real)
+    assert torch.load(state, weights_only=True)["epoch"] == 2
+    resumed = fresh()
+    h = train(resumed, data, idx, recipe, progress=False, resume=state)
+    assert h["epoch"] == [1, 2, 3, 4]
+    assert h["train_loss"] == h_whole["train_loss"] and h["train_acc"] == h_whole["train_acc"]
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(CheckpointError, match="another recipe"):
+        train(fresh(), data, idx, TrainConfig(epochs=4, seed=4), progress=False, resume=state)
+    state.write_bytes(b"not a state")
+    with pytest.raises(CheckpointError, match="delete it"):
+        train(fresh(), data, idx, recipe, progress=False, resume=state)
+
+
 def test_recipe_validation():
     with pytest.raises(ValueError):
         TrainConfig(epochs=0)
