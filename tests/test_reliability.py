@@ -84,21 +84,28 @@ def _child(*args, **kw):
                             env=env, cwd=ROOT, **kw)
 
 
-def test_killing_a_training_run_leaves_no_checkpoint_and_a_rerun_gives_the_same_model(tmp_path):
+def _sum_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("sum "))
+
+
+def test_killing_a_training_run_leaves_no_checkpoint_and_a_rerun_resumes_to_the_same_model(tmp_path):
     killed = tmp_path / "killed"
     proc = _child(killed, 20)  # 4 epochs of 12 steps: killed in epoch 2
     assert proc.stdout.readline().strip() == "step 20"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    assert not list(killed.glob("*.pt")), "a killed run must not leave a checkpoint behind"
+    finished = [p for p in killed.glob("*.pt") if not p.name.endswith(".partial.pt")]
+    assert not finished, "a killed run must not leave a checkpoint behind"
+    assert len(list(killed.glob("*.partial.pt"))) == 1, "a killed run keeps its state after its last finished epoch"
 
     rerun = _child(killed)
     out_rerun = rerun.communicate(timeout=300)[0]
     fresh = _child(tmp_path / "fresh")
     out_fresh = fresh.communicate(timeout=300)[0]
     assert rerun.returncode == 0 and fresh.returncode == 0
-    assert out_rerun.split() == out_fresh.split()  # same parameters, bit for bit
-    assert len(list(killed.glob("*.pt"))) == 1
+    assert "resuming after epoch 1 of 4" in out_rerun and "resuming" not in out_fresh
+    assert _sum_line(out_rerun) == _sum_line(out_fresh)  # same parameters, bit for bit
+    assert len(list(killed.glob("*.pt"))) == 1 and not list(killed.glob("*.partial.pt"))
 
     loaded = _child(killed)  # a third run loads the cached model instead of training
     assert loaded.communicate(timeout=300)[0].split() == out_fresh.split()
