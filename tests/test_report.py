@@ -210,3 +210,36 @@ def test_the_tuned_settings_table_lists_each_choice_and_says_when_a_class_study_
     assert "lacks the columns that cu.tuning writes (dataset, model, width, seed, n_trials, score)" in markdown(tmp_path)
     (tmp_path / "tuned_hparams.csv").unlink()
     assert "Tuned settings" not in markdown(tmp_path)
+
+
+def test_the_scorecard_shows_the_newer_methods_beside_contrastive_paired_by_seed(tmp_path):
+    import pandas as pd
+
+    from cu.report import beyond_paper, scorecard
+
+    folder = tmp_path / "cifar10-cpu"
+    folder.mkdir()
+    pd.DataFrame([dict(claim="keeps", source="T1", task="class", file="class_unlearning.csv", method="contrastive",
+                       metric="acc_test_retain", kind="gap_to_retrain", paper_value=-1.0, unit="pt", rule="gap")]
+                 ).to_csv(tmp_path / "paper_claims.csv", index=False)
+    base = dict(dataset="cifar10", model="resnet18", width=16)
+    rows = [dict(base, method="retrain", seed=0, acc_test=0.80, acc_train_forget=0.80, seconds=1000.0),
+            dict(base, method="retrain", seed=1, acc_test=0.84, acc_train_forget=0.82, seconds=1000.0),
+            dict(base, method="contrastive", seed=0, acc_test=0.78, acc_train_forget=0.75, seconds=100.0),
+            dict(base, method="contrastive", seed=1, acc_test=0.80, acc_train_forget=0.77, seconds=50.0),
+            dict(base, method="ssd", seed=0, acc_test=0.79, acc_train_forget=0.99, seconds=150.0),
+            dict(base, method="ssd:tuned", seed=1, acc_test=0.83, acc_train_forget=0.90, seconds=25.0),
+            dict(base, method="finetune", seed=0, acc_test=0.5, acc_train_forget=0.5, seconds=1.0)]
+    pd.DataFrame(rows).to_csv(folder / "sample_unlearning.csv", index=False)
+    text = beyond_paper(folder)
+    header = next(line for line in text.splitlines() if line.startswith("| ") and "contrastive" in line)
+    assert [c.strip() for c in header.split("|")[2:-1]] == ["contrastive", "ssd", "ssd:tuned"]  # no paper baseline (finetune)
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in text.splitlines() if line.startswith("| ") and "contrastive" not in line}
+    assert cells["sample: D_ts minus Retrain's (pt)"] == ["-3.0 ± 12.7 (2)", "-1.0 (1)", "-1.0 (1)"]
+    assert cells["sample: D_tr^u minus Retrain's (pt)"][1:] == ["19.0 (1)", "8.0 (1)"]  # each against its own seed's Retrain
+    assert cells["sample: seconds / Contrastive's"][1:] == ["1.50 (1)", "0.50 (1)"]  # seed 0: 150/100; seed 1: 25/50
+    assert cells["class: D_ts^r minus Retrain's (pt)"] == ["–", "–", "–"]  # no class file
+    assert text in scorecard(tmp_path, ["cifar10-cpu"])
+    pd.DataFrame([r for r in rows if not r["method"].startswith("ssd")]).to_csv(folder / "sample_unlearning.csv", index=False)
+    assert beyond_paper(folder) == "" and "Beyond the paper" not in scorecard(tmp_path, ["cifar10-cpu"])
