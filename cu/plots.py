@@ -10,6 +10,22 @@ import numpy as np
 from cu.runtime import atomic_write
 
 
+def methods_suffix(methods) -> str:
+    """A figure-name suffix for a run over a chosen METHODS list: '' for the task's default list (None), else
+    '_' and the methods joined by '+' (Retrain, which every run has, left out; ':' written '-'), or a short hash
+    of them past 80 characters. Runs of one seed over different lists then keep their own figures instead of
+    overwriting each other's."""
+    if methods is None:
+        return ""
+    names = [str(m).replace(":", "-") for m in methods if m != "retrain"]
+    joined = "+".join(names)
+    if len(joined) > 80:
+        import hashlib
+
+        joined = f"{len(names)}methods-{hashlib.sha256(joined.encode()).hexdigest()[:8]}"
+    return f"_{joined}"
+
+
 def save_figure(fig, folder: str | Path, name: str, dpi: int = 150) -> list[Path]:
     """Save `fig` as `<folder>/<name>.png` and `.pdf` (atomically, without a creation date, so that
     an unchanged figure gives an unchanged file); returns the paths."""

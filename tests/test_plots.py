@@ -283,3 +283,14 @@ def test_figure_2_puts_every_method_on_its_own_seconds_with_a_retained_panel():
     with pytest.raises(ValueError, match="use 'seconds' or 'points'"):
         plots.forget_curves(curves, x="steps")
     plt.close(fig)
+
+
+def test_a_run_over_chosen_methods_names_its_figures_after_them():
+    from cu.plots import methods_suffix
+
+    assert methods_suffix(None) == ""  # the task's default list: the figure names of before
+    assert methods_suffix(["retrain", "contrastive", "ssd:tuned"]) == "_contrastive+ssd-tuned"
+    assert methods_suffix(["retrain", "salun"]) != methods_suffix(["retrain", "l1_sparse"])
+    many = ["retrain"] + [f"method_{i}:tuned" for i in range(12)]
+    long = methods_suffix(many)
+    assert long.startswith("_12methods-") and len(long) < 30 and long != methods_suffix(many[:-1] + ["other"])
