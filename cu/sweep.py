@@ -196,6 +196,30 @@ def _one_line(text: str) -> str:
     return " | ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
 
 
+@contextlib.contextmanager
+def notebook_lock(path: Path, what: str):
+    """Hold an exclusive lock on `path` (fcntl.flock, across processes and Dask workers of one machine or a
+    shared file system that supports it) while one notebook of one grid point runs: a second sweep over the same
+    point and notebook (say, with other METHODS) waits for the first, then finds its `.done` marker (skipped) or
+    runs after it, instead of both writing the same executed notebook, log and results folder at once."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{time.strftime('%H:%M:%S')} wait  {what}: another sweep is running this notebook of this point",
+                  flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, threads: int | None = None, *,
                  root: Path | str | None = None, results_dir: Path | str | None = None,
                  env: dict | None = None, inline: bool = False) -> str:
@@ -211,60 +235,61 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
     out_dir = root / "runs" / spec["profile"] / point_name(point)
     out_dir.mkdir(parents=True, exist_ok=True)
     done = out_dir / f"{nb}.done"
-    params = run_parameters(spec, point)
-    marker = done_marker(done, params)
-    if marker is not None:
-        earlier = marker.get("checks_failed")
-        return f"{CHECKS_FAILED} (in an earlier run): {earlier}" if earlier else "skipped"
-    recorded, params = params, dict(params)  # the marker records the sweep's parameters, not RESULTS_DIR
-    if results_dir is not None:
-        params["RESULTS_DIR"] = str(results_dir)
-        own = Path(results_dir) / profile_name(spec, point, root)
-        before = _stamps(own)
-    cmd = [sys.executable, "-m", "papermill", f"notebooks/{nb}.ipynb", str(out_dir / f"{nb}.ipynb"),
-           "-f", f"configs/{spec['profile']}.yaml", "-y", yaml.safe_dump(params), "--cwd", "notebooks",
-           "-k", "python3", "--no-progress-bar", "--log-output"]
-    if dry_run:
-        print(" ".join(cmd[:6]), "...", params)
-        return "skipped"
-    changes = {**(env or {}), **({k: str(threads) for k in THREAD_VARS} if threads else {})}
-    proc_env = None
-    if changes:
-        proc_env = {k: v for k, v in {**os.environ, **changes}.items() if v is not None}
-    extra = {"preexec_fn": _die_with_parent} if results_dir is not None and sys.platform == "linux" else {}
-    log = out_dir / f"{nb}.log"  # written as the notebook runs: `tail -f` it to follow a run
-    checks = None  # the failed claims of a notebook whose checks cell raised ChecksFailed
-    if inline:
-        try:
-            run_inline(root / "notebooks" / f"{nb}.ipynb", {**_profile(spec, root), **params}, out_dir / f"{nb}.ipynb",
-                       log, cwd=root / "notebooks")
-        except Exception as err:  # noqa: BLE001 - the notebook's failure, reported like papermill's
-            if type(err).__name__ != "ChecksFailed":
-                return f"{nb} failed (log: {log}): {type(err).__name__}: {err}"
-            checks = _one_line(err)
-    else:
-        with open(log, "w") as fh:
-            proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=proc_env,
-                                  **extra)
-        if proc.returncode != 0:
-            checks = _checks_failure(out_dir / f"{nb}.ipynb")
-            if checks is None:
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                return f"{nb} failed (log: {log}): {' | '.join(tail)}"
-            checks = _one_line(checks)
-    recorded_marker = {"params": recorded, **({"checks_failed": checks} if checks else {})}
-    marker = yaml.safe_dump(recorded_marker)
-    if results_dir is not None:  # the files it wrote (with 02 and 03 side by side, perhaps the other's too:
-        after = _stamps(own)     # the same point's rows either way, so merging them again changes nothing)
-        changed = sorted(f for f in after if after[f] != before.get(f))
-        inputs = root / "results" / own.name
-        stray = [f for f in changed if f not in KEYS and not (inputs / f).exists()]
-        if stray:
-            return (f"{nb} wrote {stray} under RESULTS_DIR, which cu.sweep.KEYS does not list, so its rows would "
-                    f"never reach results/: add each file with the key its rows are upserted under")
-        marker = yaml.safe_dump({"wrote": [f for f in changed if f in KEYS], **recorded_marker})
-    done.write_text(marker)
-    return f"{CHECKS_FAILED}: {checks}" if checks else "ok"
+    with notebook_lock(out_dir / f".{nb}.lock", f"{out_dir.name} {nb}"):
+        params = run_parameters(spec, point)
+        marker = done_marker(done, params)
+        if marker is not None:
+            earlier = marker.get("checks_failed")
+            return f"{CHECKS_FAILED} (in an earlier run): {earlier}" if earlier else "skipped"
+        recorded, params = params, dict(params)  # the marker records the sweep's parameters, not RESULTS_DIR
+        if results_dir is not None:
+            params["RESULTS_DIR"] = str(results_dir)
+            own = Path(results_dir) / profile_name(spec, point, root)
+            before = _stamps(own)
+        cmd = [sys.executable, "-m", "papermill", f"notebooks/{nb}.ipynb", str(out_dir / f"{nb}.ipynb"),
+               "-f", f"configs/{spec['profile']}.yaml", "-y", yaml.safe_dump(params), "--cwd", "notebooks",
+               "-k", "python3", "--no-progress-bar", "--log-output"]
+        if dry_run:
+            print(" ".join(cmd[:6]), "...", params)
+            return "skipped"
+        changes = {**(env or {}), **({k: str(threads) for k in THREAD_VARS} if threads else {})}
+        proc_env = None
+        if changes:
+            proc_env = {k: v for k, v in {**os.environ, **changes}.items() if v is not None}
+        extra = {"preexec_fn": _die_with_parent} if results_dir is not None and sys.platform == "linux" else {}
+        log = out_dir / f"{nb}.log"  # written as the notebook runs: `tail -f` it to follow a run
+        checks = None  # the failed claims of a notebook whose checks cell raised ChecksFailed
+        if inline:
+            try:
+                run_inline(root / "notebooks" / f"{nb}.ipynb", {**_profile(spec, root), **params}, out_dir / f"{nb}.ipynb",
+                           log, cwd=root / "notebooks")
+            except Exception as err:  # noqa: BLE001 - the notebook's failure, reported like papermill's
+                if type(err).__name__ != "ChecksFailed":
+                    return f"{nb} failed (log: {log}): {type(err).__name__}: {err}"
+                checks = _one_line(err)
+        else:
+            with open(log, "w") as fh:
+                proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=proc_env,
+                                      **extra)
+            if proc.returncode != 0:
+                checks = _checks_failure(out_dir / f"{nb}.ipynb")
+                if checks is None:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                    return f"{nb} failed (log: {log}): {' | '.join(tail)}"
+                checks = _one_line(checks)
+        recorded_marker = {"params": recorded, **({"checks_failed": checks} if checks else {})}
+        marker = yaml.safe_dump(recorded_marker)
+        if results_dir is not None:  # the files it wrote (with 02 and 03 side by side, perhaps the other's too:
+            after = _stamps(own)     # the same point's rows either way, so merging them again changes nothing)
+            changed = sorted(f for f in after if after[f] != before.get(f))
+            inputs = root / "results" / own.name
+            stray = [f for f in changed if f not in KEYS and not (inputs / f).exists()]
+            if stray:
+                return (f"{nb} wrote {stray} under RESULTS_DIR, which cu.sweep.KEYS does not list, so its rows would "
+                        f"never reach results/: add each file with the key its rows are upserted under")
+            marker = yaml.safe_dump({"wrote": [f for f in changed if f in KEYS], **recorded_marker})
+        done.write_text(marker)
+        return f"{CHECKS_FAILED}: {checks}" if checks else "ok"
 
 
 class _Tee:

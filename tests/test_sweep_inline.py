@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 import cu.sweep as S
 
@@ -92,3 +93,33 @@ def test_inline_counts_failed_checks_as_a_finding_and_runs_what_needs_the_notebo
     failing.write_text(sweep.read_text().replace("CHECK: true", "FAIL: true"))
     with pytest.raises(SystemExit):  # a notebook that fails otherwise still fails the sweep
         S.main([str(failing), "--cluster", "inline"])
+
+
+def test_two_sweeps_over_one_notebook_of_one_point_take_turns(repo, capsys):
+    """A second sweep over a point and notebook that another sweep is running waits for it, then finds its marker."""
+    import fcntl
+    import threading
+    import time
+
+    spec = {"profile": "p", "notebooks": ["01_a"], "grid": {"SEED": [0]}, "parameters": {}}
+    out_dir = repo / "runs" / "p" / "seed-0"
+    out_dir.mkdir(parents=True)
+    events, status = [], {}
+    with open(out_dir / ".01_a.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # the first sweep, running 01_a of seed-0
+
+        def second():
+            status.update(S.run_sweep(spec, inline=True))
+            events.append("second")
+
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(1.0)
+        assert not events and not (out_dir / "01_a.done").exists()  # waiting, not running beside it
+        point = S.points(spec)[0]  # the first sweep finishes the notebook: its marker
+        (out_dir / "01_a.done").write_text(yaml.safe_dump({"params": S.run_parameters(spec, point)}))
+        events.append("first")
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    t.join(60)
+    assert events == ["first", "second"] and status == {"seed-0": "skipped"}
+    assert "another sweep is running this notebook of this point" in capsys.readouterr().out
