@@ -15,6 +15,7 @@ section between the results markers.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from pathlib import Path
 
@@ -208,6 +209,19 @@ paper's (*partly*: a factor 5).
 calls RN18 (ResNet-18; width 16 on the CPU profiles, 64 on `cifar10-paper`), each method at its paper defaults."""
 
 
+@functools.lru_cache(maxsize=64)
+def _csv_version(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """A results CSV as a DataFrame, parsed once per version of the file (keyed by its path, modification time
+    and size, so a file rewritten by a sweep is read again): the scorecard asks for the same few files once per
+    claim and cell. A copy, so callers may change it."""
+    st = Path(path).stat()
+    return _csv_version(str(path), st.st_mtime_ns, st.st_size).copy()
+
+
 def seed_values(folder: Path, file: str, task: str, method: str, metric: str, kind: str = "value",
                 unit: str = "%") -> pd.Series | None:
     """Per-seed values of one method's `metric` in `folder/file` (ResNet-18 rows; mia.csv: the paper's attack),
@@ -215,7 +229,7 @@ def seed_values(folder: Path, file: str, task: str, method: str, metric: str, ki
     by Contrastive's at its paper settings on the same seed ('ratio_to_contrastive'). None without rows."""
     if not isinstance(file, str) or not (folder / file).exists():
         return None
-    df = pd.read_csv(folder / file)
+    df = read_results(folder / file)
     df = df[df.model == "resnet18"]
     if "task" in df.columns:
         df = df[df.task == task]
@@ -311,7 +325,7 @@ def beyond_paper(folder: str | Path) -> str:
     found = set()
     for file in {r[0] for r in BEYOND_ROWS}:
         if (folder / file).exists():
-            found |= set(pd.read_csv(folder / file, usecols=["method"]).method.astype(str))
+            found |= set(read_results(folder / file).method.astype(str))
     newer = [m for m in found if m.partition(":")[0] in BEYOND_PAPER]
     if not newer:
         return ""

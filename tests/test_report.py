@@ -243,3 +243,19 @@ def test_the_scorecard_shows_the_newer_methods_beside_contrastive_paired_by_seed
     assert text in scorecard(tmp_path, ["cifar10-cpu"])
     pd.DataFrame([r for r in rows if not r["method"].startswith("ssd")]).to_csv(folder / "sample_unlearning.csv", index=False)
     assert beyond_paper(folder) == "" and "Beyond the paper" not in scorecard(tmp_path, ["cifar10-cpu"])
+
+
+def test_results_are_parsed_once_per_version_of_the_file(tmp_path):
+    import os
+
+    from cu.report import read_results
+
+    path = tmp_path / "sample_unlearning.csv"
+    path.write_text("method,seed\nssd,0\n")
+    first = read_results(path)
+    first.loc[0, "method"] = "changed by the caller"
+    assert read_results(path).method.tolist() == ["ssd"]  # a copy: the cached frame is untouched
+    path.write_text("method,seed\nrl_,1\n")  # same size, rewritten (as a sweep's merge does)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert read_results(path).method.tolist() == ["rl_"]
