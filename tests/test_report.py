@@ -3,6 +3,7 @@ import math
 import pandas as pd
 import pytest
 
+from cu import report
 from cu.report import aggregate, mean_ci, update_readme
 
 
@@ -259,3 +260,13 @@ def test_results_are_parsed_once_per_version_of_the_file(tmp_path):
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert read_results(path).method.tolist() == ["rl_"]
+
+
+def test_a_cross_profile_section_given_one_profiles_folder_names_the_root_to_give(tmp_path, monkeypatch, capsys):
+    profile = tmp_path / "cifar10-cpu"
+    profile.mkdir()
+    (profile / "class_unlearning.csv").write_text("method,seed\n")
+    monkeypatch.setattr("sys.argv", ["cu.report", str(profile), "--scorecard"])
+    with pytest.raises(SystemExit):
+        report.main()
+    assert f"give its parent ({tmp_path})" in capsys.readouterr().err
