@@ -500,10 +500,6 @@ def update_readme(readme: str | Path, text: str, profile: str = "default", marke
     atomic_write(readme, lambda tmp: Path(tmp).write_text(f"{head}{start}\n{text}{end}{tail}"))
 
 
-# the files that mark a folder as one profile's results (the cross-profile sections want the root above them)
-PROFILE_FILES = ("training.csv", "class_unlearning.csv", "sample_unlearning.csv")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", nargs="?", help="a profile's results folder, e.g. results/default")
@@ -519,7 +515,7 @@ def main():
     for flag, make in (("scorecard", scorecard), ("regime", regime), ("forgetting", forgetting_reading)):
         if getattr(args, flag):
             root = Path(args.folder or "results")
-            if any((root / f).exists() for f in PROFILE_FILES):
+            if any((root / f).exists() for f in TABLES):  # a profile's own files: not the root
                 ap.error(f"--{flag} reads every profile under the results root, and {root} is one profile's folder: "
                          f"give its parent ({root.parent}) or no folder (results)")
             text = make(root)
