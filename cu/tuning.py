@@ -23,8 +23,10 @@ Protocol
     on one seed's Original and split (seed 0 by default); the best trial's values are applied
     unchanged to every seed (METHODS entry `name:tuned`, see `with_tuned`).
   * Records. Every trial goes to Optuna's SQLite storage `runs/tuning/<profile>.db` (a killed study
-    resumes where it stopped; several processes may share it) and to
-    `results/<profile>/tuning_trials.csv`; the choice to `results/<profile>/tuned_hparams.csv`.
+    resumes where it stopped; several processes may share it) and, as soon as it finishes, to
+    `results/<profile>/tuning_trials.csv`, which is committed: a study whose storage is gone (runs/ is
+    not kept) starts from the trials recorded there (`restore`); the choice goes to
+    `results/<profile>/tuned_hparams.csv`.
 """
 from __future__ import annotations
 
@@ -98,34 +100,83 @@ def space_for(protocol: dict, method: str, task: str) -> tuple[dict, int]:
     return entry, budget
 
 
-def suggest(trial, space: dict) -> dict:
-    """One point of `space`: {param: {log: [lo, hi]} | {float: [lo, hi]} | {int: [lo, hi]} | {choice: [...]}}."""
+def distributions(space: dict) -> dict:
+    """Optuna's distribution of each parameter of `space`:
+    {param: {log: [lo, hi]} | {float: [lo, hi]} | {int: [lo, hi]} | {choice: [...]}}."""
+    import optuna.distributions as od
+
     out = {}
     for name, spec in space.items():
         (kind, arg), = spec.items()
-        if kind == "log":
-            out[name] = trial.suggest_float(name, float(arg[0]), float(arg[1]), log=True)
-        elif kind == "float":
-            out[name] = trial.suggest_float(name, float(arg[0]), float(arg[1]))
+        if kind in ("log", "float"):
+            out[name] = od.FloatDistribution(float(arg[0]), float(arg[1]), log=kind == "log")
         elif kind == "int":
-            out[name] = trial.suggest_int(name, int(arg[0]), int(arg[1]))
+            out[name] = od.IntDistribution(int(arg[0]), int(arg[1]))
         elif kind == "choice":
-            out[name] = trial.suggest_categorical(name, list(arg))
+            out[name] = od.CategoricalDistribution(list(arg))
         else:
             raise ValueError(f"search space of {name}: unknown kind {kind!r}; use log, float, int or choice")
     return out
 
 
+def suggest(trial, space: dict) -> dict:
+    """One point of `space` (see `distributions`) drawn by `trial`."""
+    import optuna.distributions as od
+
+    out = {}
+    for name, d in distributions(space).items():
+        if isinstance(d, od.FloatDistribution):
+            out[name] = trial.suggest_float(name, d.low, d.high, log=d.log)
+        elif isinstance(d, od.IntDistribution):
+            out[name] = trial.suggest_int(name, d.low, d.high)
+        else:
+            out[name] = trial.suggest_categorical(name, list(d.choices))
+    return out
+
+
+def restore(study, space: dict, rows: list[dict]) -> int:
+    """Add the finished trials recorded in `rows` (this study's rows of tuning_trials.csv, as `trial_rows`
+    wrote them) to `study`, in their recorded order; returns how many. For a study whose SQLite storage
+    is gone (runs/ is not kept: a new checkout, another machine), so that its recorded trials count
+    toward the budget and inform the sampler as they would on a resume from SQLite. Each keeps its
+    recorded number as the user attribute `trial`. A restored trial was scored on the Original of the
+    machine that ran it (same seed and recipe; floats differ between CPUs)."""
+    import optuna
+
+    dists = distributions(space)
+    rows = sorted(rows, key=lambda r: int(r["trial"]))
+    for r in rows:
+        params = json.loads(r["params"])
+        if set(params) != set(dists):
+            raise ValueError(f"recorded trial {r['trial']} of {study.study_name} has parameters {sorted(params)}, "
+                             f"the declared space {sorted(dists)}: the space changed since; remove its rows "
+                             f"from tuning_trials.csv to start the study afresh")
+        state = optuna.trial.TrialState[r["state"]]
+        attrs = {k: v for k, v in r.items() if k not in TRIAL_ROW_FIELDS and not _missing(v)}
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=float(r["score"]) if state == optuna.trial.TrialState.COMPLETE else None,
+            params=params, distributions={k: dists[k] for k in params},
+            user_attrs={**attrs, "trial": int(r["trial"])}))
+    return len(rows)
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def tune(method: str, original, data, split: Split, space: dict, n_trials: int, seed: int = 0,
          fixed: dict | None = None, storage: str | None = None, study_name: str | None = None,
-         log=print):
+         log=print, recorded: list[dict] | None = None, on_trial=None):
     """Run (or resume) the study of `method` on the validation half of `split`; returns the Optuna study.
 
     Each trial runs `cu.unlearners.run(method, original, ...)` with `fixed` (seed, the profile's
     HPARAMS) updated with the trial's values, and stores the validation accuracies, the score,
     the method's seconds and how it stopped as user attributes. A trial whose method fails (e.g. a
     NaN loss) is recorded as failed and the study goes on. Only the missing trials of a resumed
-    study are run."""
+    study are run. `recorded`: the study's rows of tuning_trials.csv, restored (`restore`) when the
+    storage holds no finished trial of the study. `on_trial(study, trial)` is called after every
+    finished trial (the command line writes its row to tuning_trials.csv there, so that a study stopped
+    with its storage lost keeps every trial it finished)."""
     import optuna
 
     from cu import unlearners
@@ -135,6 +186,10 @@ def tune(method: str, original, data, split: Split, space: dict, n_trials: int, 
     val, _ = halves(split)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
     done = [t for t in study.trials if t.state.is_finished()]
+    if not done and recorded:
+        restore(study, space, recorded)
+        done = [t for t in study.trials if t.state.is_finished()]
+        log(f"{method} ({split.task}): {len(done)} recorded trials restored from tuning_trials.csv")
     todo = max(0, n_trials - len(done))
     # seeded TPE (its first 10 trials are random draws); a resumed study reseeds past the trials it has,
     # so that it does not draw its first points again
@@ -154,19 +209,41 @@ def tune(method: str, original, data, split: Split, space: dict, n_trials: int, 
             + " ".join(f"{k}={v:.4g}" for k, v in params.items()) + f" ({rec.seconds:.1f} s, {rec.stopped})")
         return s
 
-    study.optimize(objective, n_trials=todo, catch=(FloatingPointError, RuntimeError))
+    study.optimize(objective, n_trials=todo, catch=(FloatingPointError, RuntimeError),
+                   callbacks=[on_trial] if on_trial else None)
     return study
 
 
+TRIAL_ROW_FIELDS = ("method", "dataset", "model", "width", "seed", "task", "trial", "state", "params", "score")
+TRIAL_KEY = ["method", "dataset", "model", "width", "seed", "task", "trial"]
+
+
 def trial_rows(study, method: str, ident: dict, task: str) -> list[dict]:
-    """One tidy row per finished trial (its values as JSON, validation accuracies, score, seconds)."""
+    """One tidy row per finished trial (its values as JSON, validation accuracies, score, seconds); a
+    restored trial keeps the number it was recorded under."""
     rows = []
     for t in study.trials:
         if not t.state.is_finished():
             continue
-        rows.append({"method": method, **ident, "task": task, "trial": t.number, "state": t.state.name,
-                     "params": json.dumps(t.params, sort_keys=True), "score": t.value, **t.user_attrs})
+        attrs = {k: v for k, v in t.user_attrs.items() if k != "trial"}
+        rows.append({"method": method, **ident, "task": task, "trial": t.user_attrs.get("trial", t.number),
+                     "state": t.state.name, "params": json.dumps(t.params, sort_keys=True), "score": t.value,
+                     **attrs})
     return rows
+
+
+def recorded_trials(path: str | Path, method: str, ident: dict, task: str) -> list[dict]:
+    """The rows of tuning_trials.csv at `path` that belong to one study (method, ident, task)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    df = pd.read_csv(path)
+    sel = (df.method == method) & (df.task == task)
+    for k, v in ident.items():
+        sel &= df[k].astype(str) == str(v)
+    return df[sel].to_dict("records")
 
 
 def best_params(study) -> dict:
@@ -260,10 +337,15 @@ def main():
         n = args.trials or budget
         fixed = {"seed": args.seed, **(hparams.get(method) or {})}
         name = f"{profile}-{dataset}-{model_name}-w{width}-s{args.seed}-{args.task}-{method}"
+        trials_csv = Path("results") / profile / "tuning_trials.csv"
+
+        def record(study, trial, method=method):  # every finished trial's row, as soon as it finishes
+            upsert_csv(trials_csv, [r for r in trial_rows(study, method, ident, args.task)
+                                    if r["trial"] == trial.user_attrs.get("trial", trial.number)], key=TRIAL_KEY)
+
         study = tune(method, original, data, split, space, n, args.seed, fixed, f"sqlite:///{storage_file}", name,
-                     log=stamp)
-        upsert_csv(Path("results") / profile / "tuning_trials.csv", trial_rows(study, method, ident, args.task),
-                   key=["method", "dataset", "model", "width", "seed", "task", "trial"])
+                     log=stamp, recorded=recorded_trials(trials_csv, method, ident, args.task), on_trial=record)
+        upsert_csv(trials_csv, trial_rows(study, method, ident, args.task), key=TRIAL_KEY)
         best = best_params(study)
         done = [t for t in study.trials if t.state.is_finished()]
         upsert_csv(Path("results") / profile / "tuned_hparams.csv",

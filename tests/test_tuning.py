@@ -9,6 +9,7 @@ import torch
 from cu import tuning
 from cu.data import class_split, random_split
 from cu.experiment import PAPER_METHODS
+from cu.results import upsert_csv
 
 
 def test_halves_cut_each_test_part_in_two_disjoint_halves_fixed_whatever_the_run(data):
@@ -82,6 +83,38 @@ def test_a_study_scores_trials_on_the_validation_half_records_them_and_resumes(d
     rows = tuning.trial_rows(study, "finetune", {"dataset": "digits"}, "sample")
     assert [r["trial"] for r in rows] == [0, 1, 2] and all(json.loads(r["params"])["epochs"] == 1 for r in rows)
     assert tuning.best_params(study) == max(study.trials, key=lambda t: t.value).params
+
+
+def test_a_study_whose_storage_is_lost_restarts_from_its_recorded_trials(data, original, tmp_path):
+    split = random_split(data, 60, seed=0)
+    space = {"lr": {"log": [1e-3, 1e-1]}, "epochs": {"int": [1, 1]}}
+    ident = {"dataset": "digits", "model": "resnet18", "width": 16, "seed": 0}
+    csv = tmp_path / "tuning_trials.csv"
+    written = []
+
+    def record(study, trial):  # what the command line does after each trial
+        written.append(trial.number)
+        rows = [r for r in tuning.trial_rows(study, "finetune", ident, "sample") if r["trial"] == trial.number]
+        upsert_csv(csv, rows, key=tuning.TRIAL_KEY)
+
+    kw = dict(fixed={"seed": 0, "track_size": 0}, log=lambda m: None)
+    first = tuning.tune("finetune", original, data, split, space, 2, storage=f"sqlite:///{tmp_path / 'a.db'}",
+                        study_name="s", on_trial=record, **kw)
+    assert written == [0, 1]  # each trial's row is on disk as soon as it finished
+    recorded = tuning.recorded_trials(csv, "finetune", ident, "sample")
+    assert tuning.recorded_trials(csv, "finetune", {**ident, "seed": 1}, "sample") == []
+    ran = []
+    again = tuning.tune("finetune", original, data, split, space, 3, storage=f"sqlite:///{tmp_path / 'b.db'}",
+                        study_name="s", recorded=recorded, on_trial=lambda s, t: ran.append(t.number), **kw)
+    assert ran == [2]  # the two recorded trials count toward the budget; one more is run
+    assert [t.params for t in again.trials[:2]] == [t.params for t in first.trials]
+    assert [t.value for t in again.trials[:2]] == pytest.approx([t.value for t in first.trials])
+    rows = tuning.trial_rows(again, "finetune", ident, "sample")
+    assert [r["trial"] for r in rows] == [0, 1, 2]
+    assert rows[0]["acc_test"] == pytest.approx(first.trials[0].user_attrs["acc_test"])
+    with pytest.raises(ValueError, match="the space changed since"):
+        tuning.tune("finetune", original, data, split, {"lr": {"log": [1e-3, 1e-1]}}, 3,
+                    storage=f"sqlite:///{tmp_path / 'c.db'}", study_name="s", recorded=recorded, **kw)
 
 
 def test_tuned_settings_are_read_back_for_name_tuned_entries(tmp_path):
