@@ -164,6 +164,9 @@ def _missing(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # the trial states that count toward a study's budget
+
+
 def tune(method: str, original, data, split: Split, space: dict, n_trials: int, seed: int = 0,
          fixed: dict | None = None, storage: str | None = None, study_name: str | None = None,
          log=print, recorded: list[dict] | None = None, on_trial=None):
@@ -209,8 +212,11 @@ def tune(method: str, original, data, split: Split, space: dict, n_trials: int, 
             + " ".join(f"{k}={v:.4g}" for k, v in params.items()) + f" ({rec.seconds:.1f} s, {rec.stopped})")
         return s
 
+    # several processes may share the study: each stops once the trials finished by all of them reach the
+    # budget (at most one trial per other process beyond it, those that were running then)
+    enough = optuna.study.MaxTrialsCallback(n_trials, states=tuple(optuna.trial.TrialState[s] for s in FINISHED))
     study.optimize(objective, n_trials=todo, catch=(FloatingPointError, RuntimeError),
-                   callbacks=[on_trial] if on_trial else None)
+                   callbacks=([on_trial] if on_trial else []) + [enough])
     return study
 
 

@@ -117,6 +117,27 @@ def test_a_study_whose_storage_is_lost_restarts_from_its_recorded_trials(data, o
                     storage=f"sqlite:///{tmp_path / 'c.db'}", study_name="s", recorded=recorded, **kw)
 
 
+def test_a_study_shared_by_several_processes_stops_at_its_budget_counted_over_all(data, original, tmp_path):
+    import optuna
+
+    split = random_split(data, 60, seed=0)
+    space = {"lr": {"log": [1e-3, 1e-1]}, "epochs": {"int": [1, 1]}}
+    dists = tuning.distributions(space)
+    ran = []
+
+    def other_process_finishes_two(study, trial):  # while this process ran its first trial
+        ran.append(trial.number)
+        if len(ran) == 1:
+            for lr in (1e-3, 1e-2):
+                study.add_trial(optuna.trial.create_trial(params={"lr": lr, "epochs": 1}, distributions=dists,
+                                                          value=0.5))
+
+    study = tuning.tune("finetune", original, data, split, space, 3, fixed={"seed": 0, "track_size": 0},
+                        storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", log=lambda m: None,
+                        on_trial=other_process_finishes_two)
+    assert ran == [0] and len(study.trials) == 3  # not 3 of its own on top of the other's 2
+
+
 def test_tuned_settings_are_read_back_for_name_tuned_entries(tmp_path):
     path = tmp_path / "tuned_hparams.csv"
     ident = {"dataset": "digits", "model": "resnet18", "width": 16, "seed": 1}
