@@ -195,8 +195,9 @@ def tune(method: str, original, data, split: Split, space: dict, n_trials: int, 
         log(f"{method} ({split.task}): {len(done)} recorded trials restored from tuning_trials.csv")
     todo = max(0, n_trials - len(done))
     # seeded TPE (its first 10 trials are random draws); a resumed study reseeds past the trials it has,
-    # so that it does not draw its first points again
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(done))
+    # running ones included, so that it does not draw its first points again, nor the points of another
+    # process that shares the study and started with the same trials finished
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
     if todo == 0:
         log(f"{method} ({split.task}): {len(done)} trials already in the study, none to run")
         return study

@@ -138,6 +138,22 @@ def test_a_study_shared_by_several_processes_stops_at_its_budget_counted_over_al
     assert ran == [0] and len(study.trials) == 3  # not 3 of its own on top of the other's 2
 
 
+def test_a_process_joining_a_study_whose_trial_is_running_draws_another_point(data, original, tmp_path):
+    split = random_split(data, 60, seed=0)
+    space = {"lr": {"log": [1e-3, 1e-1]}, "epochs": {"int": [1, 1]}}
+    kw = dict(fixed={"seed": 0, "track_size": 0}, study_name="s", log=lambda m: None)
+    alone = tuning.tune("finetune", original, data, split, space, 1, storage=f"sqlite:///{tmp_path / 'a.db'}", **kw)
+    import optuna
+
+    shared = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'b.db'}", direction="maximize")
+    shared.sampler = optuna.samplers.TPESampler(seed=0)
+    running = shared.ask()  # another process's trial, drawn as that process would (seed 0, none finished)
+    tuning.suggest(running, space)
+    joined = tuning.tune("finetune", original, data, split, space, 1, storage=f"sqlite:///{tmp_path / 'b.db'}", **kw)
+    assert running.params == alone.trials[0].params  # the other process drew what a lone study draws first
+    assert joined.trials[1].params != running.params  # this one did not draw it again
+
+
 def test_tuned_settings_are_read_back_for_name_tuned_entries(tmp_path):
     path = tmp_path / "tuned_hparams.csv"
     ident = {"dataset": "digits", "model": "resnet18", "width": 16, "seed": 1}
