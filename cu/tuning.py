@@ -227,13 +227,16 @@ TRIAL_KEY = ["method", "dataset", "model", "width", "seed", "task", "trial"]
 
 def trial_rows(study, method: str, ident: dict, task: str) -> list[dict]:
     """One tidy row per finished trial (its values as JSON, validation accuracies, score, seconds); a
-    restored trial keeps the number it was recorded under."""
+    restored trial keeps the number it was recorded under, and the trials run after it are numbered past
+    the largest recorded one (recorded numbers may have gaps, where a killed trial was never finished)."""
+    restored = [t.user_attrs["trial"] for t in study.trials if "trial" in t.user_attrs]
+    shift = max(restored) + 1 - len(restored) if restored else 0
     rows = []
     for t in study.trials:
         if not t.state.is_finished():
             continue
         attrs = {k: v for k, v in t.user_attrs.items() if k != "trial"}
-        rows.append({"method": method, **ident, "task": task, "trial": t.user_attrs.get("trial", t.number),
+        rows.append({"method": method, **ident, "task": task, "trial": t.user_attrs.get("trial", t.number + shift),
                      "state": t.state.name, "params": json.dumps(t.params, sort_keys=True), "score": t.value,
                      **attrs})
     return rows
@@ -346,9 +349,8 @@ def main():
         name = f"{profile}-{dataset}-{model_name}-w{width}-s{args.seed}-{args.task}-{method}"
         trials_csv = Path("results") / profile / "tuning_trials.csv"
 
-        def record(study, trial, method=method):  # every finished trial's row, as soon as it finishes
-            upsert_csv(trials_csv, [r for r in trial_rows(study, method, ident, args.task)
-                                    if r["trial"] == trial.user_attrs.get("trial", trial.number)], key=TRIAL_KEY)
+        def record(study, trial, method=method):  # the study's rows, as soon as each trial finishes
+            upsert_csv(trials_csv, trial_rows(study, method, ident, args.task), key=TRIAL_KEY)
 
         study = tune(method, original, data, split, space, n, args.seed, fixed, f"sqlite:///{storage_file}", name,
                      log=stamp, recorded=recorded_trials(trials_csv, method, ident, args.task), on_trial=record)

@@ -94,8 +94,7 @@ def test_a_study_whose_storage_is_lost_restarts_from_its_recorded_trials(data, o
 
     def record(study, trial):  # what the command line does after each trial
         written.append(trial.number)
-        rows = [r for r in tuning.trial_rows(study, "finetune", ident, "sample") if r["trial"] == trial.number]
-        upsert_csv(csv, rows, key=tuning.TRIAL_KEY)
+        upsert_csv(csv, tuning.trial_rows(study, "finetune", ident, "sample"), key=tuning.TRIAL_KEY)
 
     kw = dict(fixed={"seed": 0, "track_size": 0}, log=lambda m: None)
     first = tuning.tune("finetune", original, data, split, space, 2, storage=f"sqlite:///{tmp_path / 'a.db'}",
@@ -112,6 +111,10 @@ def test_a_study_whose_storage_is_lost_restarts_from_its_recorded_trials(data, o
     rows = tuning.trial_rows(again, "finetune", ident, "sample")
     assert [r["trial"] for r in rows] == [0, 1, 2]
     assert rows[0]["acc_test"] == pytest.approx(first.trials[0].user_attrs["acc_test"])
+    gappy = [r for r in recorded if r["trial"] == 0] + [{**r, "trial": 2} for r in recorded if r["trial"] == 1]
+    resumed = tuning.tune("finetune", original, data, split, space, 3, storage=f"sqlite:///{tmp_path / 'd.db'}",
+                          study_name="s", recorded=gappy, **kw)  # trial 1 of that study was killed, never finished
+    assert [r["trial"] for r in tuning.trial_rows(resumed, "finetune", ident, "sample")] == [0, 2, 3]
     with pytest.raises(ValueError, match="the space changed since"):
         tuning.tune("finetune", original, data, split, {"lr": {"log": [1e-3, 1e-1]}}, 3,
                     storage=f"sqlite:///{tmp_path / 'c.db'}", study_name="s", recorded=recorded, **kw)
