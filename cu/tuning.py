@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
@@ -142,6 +141,7 @@ def restore(study, space: dict, rows: list[dict]) -> int:
     recorded number as the user attribute `trial`. A restored trial was scored on the Original of the
     machine that ran it (same seed and recipe; floats differ between CPUs)."""
     import optuna
+    import pandas as pd
 
     dists = distributions(space)
     rows = sorted(rows, key=lambda r: int(r["trial"]))
@@ -152,16 +152,12 @@ def restore(study, space: dict, rows: list[dict]) -> int:
                              f"the declared space {sorted(dists)}: the space changed since; remove its rows "
                              f"from tuning_trials.csv to start the study afresh")
         state = optuna.trial.TrialState[r["state"]]
-        attrs = {k: v for k, v in r.items() if k not in TRIAL_ROW_FIELDS and not _missing(v)}
+        attrs = {k: v for k, v in r.items() if k not in TRIAL_ROW_FIELDS and not pd.isna(v)}
         study.add_trial(optuna.trial.create_trial(
             state=state, value=float(r["score"]) if state == optuna.trial.TrialState.COMPLETE else None,
             params=params, distributions={k: dists[k] for k in params},
             user_attrs={**attrs, "trial": int(r["trial"])}))
     return len(rows)
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # the trial states that count toward a study's budget
@@ -354,7 +350,6 @@ def main():
 
         study = tune(method, original, data, split, space, n, args.seed, fixed, f"sqlite:///{storage_file}", name,
                      log=stamp, recorded=recorded_trials(trials_csv, method, ident, args.task), on_trial=record)
-        upsert_csv(trials_csv, trial_rows(study, method, ident, args.task), key=TRIAL_KEY)
         best = best_params(study)
         done = [t for t in study.trials if t.state.is_finished()]
         upsert_csv(Path("results") / profile / "tuned_hparams.csv",
