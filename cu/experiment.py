@@ -16,6 +16,7 @@ def prepare(dataset: str, data_root: str | None, model: str, width: int, recipe:
             download: bool = False) -> tuple[Dataset, DeviceData, torch.nn.Module, dict]:
     """(dataset, device data, Original model, its training history); the Original comes from the cache
     when one of the same configuration exists, otherwise it is trained and cached."""
+    progress, download = as_bool(progress, "PROGRESS"), as_bool(download, "DOWNLOAD")
     ds = load_dataset(dataset, data_root, download=download)
     data = ds.to(get_device(device))
     original, history = train_cached(data, model, width, ds.in_channels, recipe, cache_dir=cache_dir,
@@ -117,6 +118,23 @@ def method_list(methods, task: str, skip_other_tasks: bool = False) -> list[str]
     return ["retrain"] + [m for m in methods if m != "retrain"]
 
 
+def as_bool(value, name: str) -> bool:
+    """A True/False parameter, also when papermill passes it as text: `-p NAME false` gives the string
+    'false', which Python reads as true. Accepts bools, 0/1 and true/false/yes/no/on/off/1/0 in any case;
+    anything else is an error that names the fix."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+    raise TypeError(f"{name}={value!r}: expected True or False (papermill: -p {name} False, or -y '{name}: false')")
+
+
 def as_dict(value, name: str) -> dict:
     """A dict parameter, also when papermill passes it as a YAML/JSON string."""
     import yaml
@@ -167,6 +185,7 @@ def run_methods(methods, original, data: DeviceData, split, ident: dict, recipe:
     from cu.results import Record
 
     hparams = as_dict(hparams, "HPARAMS")
+    progress, retime = as_bool(progress, "PROGRESS"), as_bool(retime, "RETIME")
     unknown = sorted(k for k in hparams if base_name(k) not in unlearners.UNLEARNERS)
     if unknown:
         raise ValueError(f"HPARAMS names unknown methods {unknown}; valid: {', '.join(unlearners.UNLEARNERS)}")

@@ -168,6 +168,40 @@ def test_method_list_parses_papermill_values_and_checks_tasks():
         method_list(5, "class")
 
 
+def test_bool_parameters_read_papermill_text():
+    """papermill's `-p MIA_ALL false` passes the text 'false', which Python reads as true: notebook 04 then ran
+    every attack feature (found in stop 35). as_bool reads it as False and rejects what is neither."""
+    from cu.experiment import as_bool
+
+    assert [as_bool(v, "X") for v in (True, False, 1, 0, "false", "False", " no ", "TRUE", "yes", "on", "0")] == \
+        [True, False, True, False, False, False, False, True, True, True, False]
+    for bad in ("maybe", 2, None, ""):
+        with pytest.raises(TypeError, match=r"X=.*expected True or False \(papermill: -p X False"):
+            as_bool(bad, "X")
+
+
+def test_every_bool_notebook_parameter_goes_through_as_bool():
+    """A bool parameter of a notebook is read with as_bool before use: PROGRESS and DOWNLOAD by
+    cu.experiment.prepare (and run_methods), the others in the notebook's own code."""
+    import json
+    import re
+
+    import cu.experiment as E
+
+    root = Path(__file__).resolve().parents[1]
+    prepared = {"PROGRESS", "DOWNLOAD"}
+    src = Path(E.__file__).read_text()
+    assert 'as_bool(progress, "PROGRESS")' in src and 'as_bool(download, "DOWNLOAD")' in src
+    for nb_path in sorted((root / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb_path.read_text())["cells"]
+        params = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
+        code = "\n".join("".join(c["source"]) for c in cells
+                         if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", []))
+        for name in re.findall(r"^(\w+): bool =", params, re.M):
+            if name not in prepared:
+                assert f'{name} = as_bool({name}, "{name}")' in code, f"{nb_path.name}: {name} is not read with as_bool"
+
+
 def test_retime_runs_every_method_again_instead_of_reading_the_cache(data, original, tmp_path, monkeypatch):
     """Notebook 05's RETIME: without it a cached method is loaded with the time recorded when it
     was computed; with it every method, Retrain included (no checkpoint cache), runs again here."""
