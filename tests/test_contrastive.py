@@ -17,9 +17,10 @@ def class5(data):
 
 @pytest.fixture(scope="module")
 def forgot(original, data, class5):
-    # lambda_CE 3: this 8-epoch width-8 Original loses most of its retain accuracy at lambda_CE 1
-    # (26 % on D_ts^r, where the default profile's width-16 Original keeps 98.8 %)
-    return U.run("contrastive", original, data, class5, lr=1e-2, lambda_ce=3.0, max_passes=5)
+    # lambda_CE 5, lr 5e-3: this 8-epoch width-8 Original loses most of its retain accuracy at lambda_CE 1
+    # (26 % on D_ts^r, where the default profile's width-16 Original keeps 98.8 %); at lambda_CE 3 and lr 1e-2
+    # it kept 86.1 % at two threads and 82.4 % at one (the bound below: 85.7-86.0 %), at this setting 91.3 / 93.2 %
+    return U.run("contrastive", original, data, class5, lr=5e-3, lambda_ce=5.0, max_passes=5)
 
 
 def test_class_unlearning_forgets_and_keeps_the_rest(data, original, class5, forgot):
