@@ -186,12 +186,17 @@ def test_every_bool_notebook_parameter_goes_through_as_bool():
     import json
     import re
 
-    import cu.experiment as E
+    from cu.experiment import prepare, run_methods
+    from cu.training import TrainConfig
 
     root = Path(__file__).resolve().parents[1]
     prepared = {"PROGRESS", "DOWNLOAD"}
-    src = Path(E.__file__).read_text()
-    assert 'as_bool(progress, "PROGRESS")' in src and 'as_bool(download, "DOWNLOAD")' in src
+    for kw, name in (({"progress": "maybe"}, "PROGRESS"), ({"download": "maybe"}, "DOWNLOAD")):
+        with pytest.raises(TypeError, match=f"{name}='maybe': expected True or False"):
+            prepare("digits", None, "resnet18", 8, TrainConfig(), "cpu", None, **kw)
+    for kw, name in (({"progress": "maybe"}, "PROGRESS"), ({"retime": "maybe"}, "RETIME")):
+        with pytest.raises(TypeError, match=f"{name}='maybe': expected True or False"):
+            run_methods([], None, None, None, {}, TrainConfig(), **kw)
     for nb_path in sorted((root / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb_path.read_text())["cells"]
         params = next("".join(c["source"]) for c in cells if "parameters" in c["metadata"].get("tags", []))
