@@ -54,6 +54,10 @@ skipped, but its rows are merged again from its grid point's CSVs (a sweep stopp
 nothing). `--threads T` sets OMP_NUM_THREADS/MKL_NUM_THREADS of each notebook's process (default: this
 command's own; on a CPU, workers x threads should not exceed the cores). Afterwards it aggregates
 `results/<profile>/` into `tables.md` (cu.report).
+
+`merge_methods` (optional, a list of METHODS names) merges only those methods' rows; every other row (the
+Original's and Retrain's reference rows, other methods') stays in the grid point's folder. It is for adding
+methods to seeds whose models were trained again on another checkout (`only_methods`); the Dask backends only.
 """
 from __future__ import annotations
 
@@ -138,6 +142,10 @@ def load_sweep(path: str | Path) -> dict:
         if not (ROOT / "notebooks" / f"{nb}.ipynb").exists():
             raise FileNotFoundError(f"{path}: notebook notebooks/{nb}.ipynb does not exist")
     needs(spec)  # an `after` that names unknown notebooks or forms a cycle is an error before anything runs
+    only = spec.get("merge_methods")
+    if only is not None and (not isinstance(only, list) or not only or not all(isinstance(m, str) for m in only)):
+        raise ValueError(f"{path}: merge_methods must be a non-empty list of method names (as in METHODS, e.g. "
+                         f"['finetune:tuned']), not {only!r}; leave it out to merge every row")
     return spec
 
 
@@ -602,6 +610,19 @@ def _written_rows(own: Path, name: str) -> pd.DataFrame:
     return df[(both["_merge"] == "left_only").to_numpy()].reset_index(drop=True)
 
 
+def only_methods(rows: dict[str, pd.DataFrame], methods: list[str] | None) -> tuple[dict[str, pd.DataFrame], int]:
+    """A sweep's `merge_methods`: the rows of those methods (a file without a `method` column: none), and how many
+    rows were held back. They stay in the grid point's own folder (runs/<profile>/<point>/results/).
+
+    For rows computed on models other than the ones results/ already pairs with a seed: a seed's Original and
+    Retrain trained again on another checkout (a new checkout starts with an empty model cache; another CPU gives
+    other floats) give the new methods' rows, while the seed's reference and earlier rows stay the first models'."""
+    if methods is None:
+        return rows, 0
+    kept = {f: df[df["method"].isin(methods)] if "method" in df else df.iloc[:0] for f, df in rows.items()}
+    return kept, sum(len(df) for df in rows.values()) - sum(len(df) for df in kept.values())
+
+
 def merge(rows: dict[str, pd.DataFrame], folder: Path) -> int:
     """Upsert a task's rows into results/<profile>/ under each file's key; returns the number of rows."""
     for name, df in rows.items():
@@ -643,14 +664,16 @@ def run_sweep_dask(spec: dict, client, threads: int | None = None, retries: int 
         except Exception as err:  # noqa: BLE001 - workers lost more often than allowed, or run_task raised each try
             res = {"status": f"{nb} failed on the cluster: {err!r}", "rows": {}, "seconds": 0.0, "worker": "?"}
         result = res["status"]
-        n_rows = merge(res["rows"], root / "results" / profile_name(spec, grid[i], root))
+        kept, held = only_methods(res["rows"], spec.get("merge_methods"))
+        n_rows = merge(kept, root / "results" / profile_name(spec, grid[i], root))
         status[name] = _point_status(status[name], result)
         head = f"[{k}/{len(futures)}] {_label(result)} {name} {nb}"
+        merged = f"{n_rows} rows merged" + (f", {held} held back (merge_methods)" if held else "")
         if result == "ok" or result.startswith(CHECKS_FAILED):
             finding = "" if result == "ok" else f": {result}"
-            log(f"{head} ({res['seconds']:.0f} s on {res['worker']}, {n_rows} rows merged){finding}")
+            log(f"{head} ({res['seconds']:.0f} s on {res['worker']}, {merged}){finding}")
         elif result == "skipped":
-            log(f"{head} (done before, {n_rows} rows merged)")
+            log(f"{head} (done before, {merged})")
         else:
             log(f"{head}: {res.get('error', result)}")
     return status
@@ -755,6 +778,10 @@ def main(argv: list[str] | None = None):
           + (f", {threads} threads each" if threads else ""))
     if args.budget_s is not None and kind not in ("threads", "inline"):
         ap.error("--budget-s applies to --cluster threads or inline")
+    if kind in ("threads", "inline") and spec.get("merge_methods"):
+        ap.error(f"{args.sweep} has merge_methods, which only the Dask backends apply (there the sweep alone "
+                 f"merges rows into results/; with --cluster {kind} the notebooks write results/ themselves): "
+                 f"leave out --cluster {kind}")
     if kind in ("threads", "inline"):
         status = run_sweep(spec, args.workers, threads, log=stamp, inline=kind == "inline", budget_s=args.budget_s)
     else:

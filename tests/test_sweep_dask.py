@@ -346,3 +346,32 @@ def test_a_grid_points_status_is_its_worst_notebook():
     assert S._point_status("ok", checks) == checks and S._point_status(checks, "ok") == checks
     assert S._point_status(checks, error) == error and S._point_status(error, checks) == error
     assert S._point_status(error, "blocked") == error and not S.finished(error) and S.finished(checks)
+
+
+def test_merge_methods_lets_only_those_methods_rows_into_results_and_keeps_the_rest_in_the_points_folder(
+        repo, cluster, capsys):
+    """Adding methods to seeds whose Original and Retrain were trained again: their reference rows must not
+    replace the ones results/ pairs with the seed's earlier rows."""
+    cluster.ensure_workers(2, cluster.client)
+    logs = []
+    status = S.run_sweep_dask({**SPEC, "merge_methods": ["contrastive"]}, cluster.client, log=logs.append)
+    assert set(status.values()) == {"ok"}
+    shared = pd.read_csv(repo / "results" / "p" / "class_unlearning.csv")
+    assert sorted(zip(shared.method, shared.seed)) == [("contrastive", 0), ("contrastive", 1)]
+    assert not (repo / "results" / "p" / "training.csv").exists()  # the Originals' rows: held back
+    own = pd.read_csv(repo / "runs" / "p" / "seed-1" / "results" / "p" / "class_unlearning.csv")
+    assert sorted(own.method) == ["contrastive", "retrain"]  # kept where the notebook wrote them
+    assert sum("1 held back (merge_methods)" in line for line in logs) == 4  # 01_a's row and 02_b's retrain, per seed
+    kept, held = S.only_methods({"x.csv": shared, "y.csv": pd.DataFrame({"seed": [0]})}, ["retrain"])
+    assert held == 3 and all(df.empty for df in kept.values())
+
+
+def test_merge_methods_must_be_a_list_of_names_and_needs_a_dask_backend(repo):
+    sweep = repo / "configs" / "s.yaml"
+    sweep.write_text(yaml.safe_dump({**SPEC, "merge_methods": "contrastive"}))
+    with pytest.raises(ValueError, match="merge_methods must be a non-empty list"):
+        S.load_sweep(sweep)
+    sweep.write_text(yaml.safe_dump({**SPEC, "merge_methods": ["contrastive"]}))
+    assert S.load_sweep(sweep)["merge_methods"] == ["contrastive"]
+    with pytest.raises(SystemExit):
+        S.main([str(sweep), "--cluster", "threads"])
