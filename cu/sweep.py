@@ -485,6 +485,9 @@ def run_sweep(spec: dict, jobs: int = 1, threads: int | None = None, log=print, 
     """
     if inline and jobs != 1:
         raise ValueError("--cluster inline runs one notebook at a time in this process: leave --workers at 1")
+    if spec.get("merge_methods"):  # here the notebooks write results/ themselves: every row would land
+        raise ValueError("merge_methods is applied by the Dask backends only (run_sweep_dask, or cu.sweep without "
+                         "--cluster threads/inline): drop it from the spec to run the notebooks here")
     started = time.time()
     req = needs(spec)
     grid = points(spec)

@@ -375,3 +375,5 @@ def test_merge_methods_must_be_a_list_of_names_and_needs_a_dask_backend(repo):
     assert S.load_sweep(sweep)["merge_methods"] == ["contrastive"]
     with pytest.raises(SystemExit):
         S.main([str(sweep), "--cluster", "threads"])
+    with pytest.raises(ValueError, match="Dask backends only"):  # the Python API refuses it too
+        S.run_sweep(S.load_sweep(sweep), inline=True)
