@@ -1,6 +1,7 @@
 r"""The tuning protocol: every method, Contrastive included, tuned the same declared way.
 
     python -m cu.tuning configs/<profile>.yaml --task sample [--methods a b] [--trials N] [--seed 0]
+                        [--results-dir results]
 
 Protocol
   * Data. The test set is halved once (`halves`): each test part (D_ts^u and D_ts^r for class
@@ -26,7 +27,10 @@ Protocol
     resumes where it stopped; several processes may share it) and, as soon as it finishes, to
     `results/<profile>/tuning_trials.csv`, which is committed: a study whose storage is gone (runs/ is
     not kept) starts from the trials recorded there (`restore`); the choice goes to
-    `results/<profile>/tuned_hparams.csv`.
+    `results/<profile>/tuned_hparams.csv`. `--results-dir DIR` writes both files under DIR/<profile>/
+    instead (a scratch folder, like the notebooks' RESULTS_DIR: a study run beside committed work, or
+    after CI, whose trials reach results/ when the study is resumed, or run to its end, in the main
+    folder; the storage is shared either way).
 """
 from __future__ import annotations
 
@@ -310,6 +314,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="the seed whose Original and split are tuned on")
     ap.add_argument("--protocol", default=str(PROTOCOL_FILE))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--results-dir", default="results",
+                    help="where <profile>/tuning_trials.csv and tuned_hparams.csv are written (default: results)")
     args = ap.parse_args()
 
     from cu.data import make_split
@@ -343,16 +349,17 @@ def main():
         n = args.trials or budget
         fixed = {"seed": args.seed, **(hparams.get(method) or {})}
         name = f"{profile}-{dataset}-{model_name}-w{width}-s{args.seed}-{args.task}-{method}"
-        trials_csv = Path("results") / profile / "tuning_trials.csv"
+        trials_csv = Path(args.results_dir) / profile / "tuning_trials.csv"
 
         def record(study, trial, method=method):  # the study's rows, as soon as each trial finishes
             upsert_csv(trials_csv, trial_rows(study, method, ident, args.task), key=TRIAL_KEY)
 
         study = tune(method, original, data, split, space, n, args.seed, fixed, f"sqlite:///{storage_file}", name,
                      log=stamp, recorded=recorded_trials(trials_csv, method, ident, args.task), on_trial=record)
+        record(study, None)  # every finished trial, those of a study resumed with none left to run included
         best = best_params(study)
         done = [t for t in study.trials if t.state.is_finished()]
-        upsert_csv(Path("results") / profile / "tuned_hparams.csv",
+        upsert_csv(Path(args.results_dir) / profile / "tuned_hparams.csv",
                    [{"method": method, **ident, "task": args.task, "n_trials": len(done),
                      "score": study.best_value, "hparams": json.dumps({**best}, sort_keys=True),
                      "space": json.dumps(space, sort_keys=True)}],

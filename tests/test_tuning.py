@@ -193,3 +193,26 @@ def test_evaluating_several_halves_at_once_equals_evaluating_each(data, original
         n_v = len(val.test_retain if split.task == "class" else val.test)
         n_r = len(idx) - n_v
         assert (v[test] * n_v + r[test] * n_r) / len(idx) == pytest.approx(whole[test])
+
+
+def test_the_command_line_writes_to_a_scratch_results_dir_and_a_resume_in_the_main_one_records_every_trial(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text("PROFILE: tiny\nDATASET: digits\nWIDTH: 4\nEPOCHS: 1\nN_FORGET: 30\n")
+    (tmp_path / "protocol.yaml").write_text("trials: {sample: 2, class: 2}\nspaces:\n  sample:\n"
+                                            "    finetune: {lr: {log: [1.0e-3, 1.0e-1]}, epochs: {int: [1, 1]}}\n")
+    argv = ["cu.tuning", "tiny.yaml", "--task", "sample", "--methods", "finetune", "--protocol", "protocol.yaml"]
+    monkeypatch.setattr("sys.argv", argv + ["--results-dir", "scratch"])
+    tuning.main()
+    scratch = pd.read_csv(tmp_path / "scratch" / "tiny" / "tuning_trials.csv")
+    assert len(scratch) == 2 and (tmp_path / "scratch" / "tiny" / "tuned_hparams.csv").exists()
+    assert not (tmp_path / "results").exists()  # nothing reached the main folder
+    # the same study in the main folder: its 2 trials are in the shared storage, none is run again, and
+    # both reach results/ with the choice
+    monkeypatch.setattr("sys.argv", argv)
+    tuning.main()
+    main = pd.read_csv(tmp_path / "results" / "tiny" / "tuning_trials.csv")
+    assert main.trial.tolist() == scratch.trial.tolist() and main.score.tolist() == scratch.score.tolist()
+    chosen = pd.read_csv(tmp_path / "results" / "tiny" / "tuned_hparams.csv")
+    assert chosen.n_trials.tolist() == [2] and chosen.hparams.tolist() == pd.read_csv(
+        tmp_path / "scratch" / "tiny" / "tuned_hparams.csv").hparams.tolist()
