@@ -343,13 +343,14 @@ def main():
     storage_file.parent.mkdir(parents=True, exist_ok=True)
     ident = dict(dataset=dataset, model=model_name, width=width, seed=args.seed)
     stamp = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
+    out = Path(args.results_dir) / profile
     stamp(f"tuning {', '.join(methods)} for {args.task} unlearning on {profile} (seed {args.seed}): {split.describe()}")
     for method in methods:
         space, budget = space_for(protocol, method, args.task)
         n = args.trials or budget
         fixed = {"seed": args.seed, **(hparams.get(method) or {})}
         name = f"{profile}-{dataset}-{model_name}-w{width}-s{args.seed}-{args.task}-{method}"
-        trials_csv = Path(args.results_dir) / profile / "tuning_trials.csv"
+        trials_csv = out / "tuning_trials.csv"
 
         def record(study, trial, method=method):  # the study's rows, as soon as each trial finishes
             upsert_csv(trials_csv, trial_rows(study, method, ident, args.task), key=TRIAL_KEY)
@@ -359,7 +360,7 @@ def main():
         record(study, None)  # every finished trial, those of a study resumed with none left to run included
         best = best_params(study)
         done = [t for t in study.trials if t.state.is_finished()]
-        upsert_csv(Path(args.results_dir) / profile / "tuned_hparams.csv",
+        upsert_csv(out / "tuned_hparams.csv",
                    [{"method": method, **ident, "task": args.task, "n_trials": len(done),
                      "score": study.best_value, "hparams": json.dumps({**best}, sort_keys=True),
                      "space": json.dumps(space, sort_keys=True)}],
