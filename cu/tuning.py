@@ -344,13 +344,13 @@ def main():
     ident = dict(dataset=dataset, model=model_name, width=width, seed=args.seed)
     stamp = lambda msg: print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)  # noqa: E731
     out = Path(args.results_dir) / profile
+    trials_csv = out / "tuning_trials.csv"
     stamp(f"tuning {', '.join(methods)} for {args.task} unlearning on {profile} (seed {args.seed}): {split.describe()}")
     for method in methods:
         space, budget = space_for(protocol, method, args.task)
         n = args.trials or budget
         fixed = {"seed": args.seed, **(hparams.get(method) or {})}
         name = f"{profile}-{dataset}-{model_name}-w{width}-s{args.seed}-{args.task}-{method}"
-        trials_csv = out / "tuning_trials.csv"
 
         def record(study, trial, method=method):  # the study's rows, as soon as each trial finishes
             upsert_csv(trials_csv, trial_rows(study, method, ident, args.task), key=TRIAL_KEY)
