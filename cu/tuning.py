@@ -167,6 +167,11 @@ def restore(study, space: dict, rows: list[dict]) -> int:
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # the trial states that count toward a study's budget
 
 
+def finished(study) -> list:
+    """The study's finished trials (those that count toward its budget), in the order they were created."""
+    return [t for t in study.trials if t.state.is_finished()]
+
+
 def tune(method: str, original, data, split: Split, space: dict, n_trials: int, seed: int = 0,
          fixed: dict | None = None, storage: str | None = None, study_name: str | None = None,
          log=print, recorded: list[dict] | None = None, on_trial=None):
@@ -188,10 +193,10 @@ def tune(method: str, original, data, split: Split, space: dict, n_trials: int, 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     val, _ = halves(split)
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
-    done = [t for t in study.trials if t.state.is_finished()]
+    done = finished(study)
     if not done and recorded:
         restore(study, space, recorded)
-        done = [t for t in study.trials if t.state.is_finished()]
+        done = finished(study)
         log(f"{method} ({split.task}): {len(done)} recorded trials restored from tuning_trials.csv")
     todo = max(0, n_trials - len(done))
     # seeded TPE (its first 10 trials are random draws); a resumed study reseeds past the trials it has,
@@ -232,9 +237,7 @@ def trial_rows(study, method: str, ident: dict, task: str) -> list[dict]:
     restored = [t.user_attrs["trial"] for t in study.trials if "trial" in t.user_attrs]
     shift = max(restored) + 1 - len(restored) if restored else 0
     rows = []
-    for t in study.trials:
-        if not t.state.is_finished():
-            continue
+    for t in finished(study):
         attrs = {k: v for k, v in t.user_attrs.items() if k != "trial"}
         rows.append({"method": method, **ident, "task": task, "trial": t.user_attrs.get("trial", t.number + shift),
                      "state": t.state.name, "params": json.dumps(t.params, sort_keys=True), "score": t.value,
@@ -359,7 +362,7 @@ def main():
                      log=stamp, recorded=recorded_trials(trials_csv, method, ident, args.task), on_trial=record)
         record(study, None)  # every finished trial, those of a study resumed with none left to run included
         best = best_params(study)
-        done = [t for t in study.trials if t.state.is_finished()]
+        done = finished(study)
         upsert_csv(out / "tuned_hparams.csv",
                    [{"method": method, **ident, "task": args.task, "n_trials": len(done),
                      "score": study.best_value, "hparams": json.dumps({**best}, sort_keys=True),
