@@ -169,7 +169,7 @@ FINISHED = ("COMPLETE", "PRUNED", "FAIL")  # the trial states that count toward 
 
 def finished(study) -> list:
     """The study's finished trials (those that count toward its budget), in the order they were created."""
-    return [t for t in study.trials if t.state.is_finished()]
+    return [t for t in study.trials if t.state.name in FINISHED]
 
 
 def tune(method: str, original, data, split: Split, space: dict, n_trials: int, seed: int = 0,
