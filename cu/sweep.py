@@ -33,7 +33,8 @@ with this repository at the same path on every machine and `cu` importable there
 `cluster:` block (queue, cores, memory, gpus, walltime, jobs; see `slurm_cluster`). Each notebook of each
 grid point is one Dask task; the tasks it needs are passed to it as futures, so Dask orders them, and
 earlier grid points go first. A task whose worker is lost is run again elsewhere (`--retries R`, which
-also retries a task that raised; a notebook that fails is not retried: its error is reported).
+also retries a task that raised; a notebook that fails is not retried: its error is reported; one whose
+kernel died before it ran a cell is started again, `KERNEL_STARTS` in all).
 `--cluster threads` keeps the earlier scheduler: `--jobs N` threads in this process, each running
 papermill, the notebooks writing `results/` themselves under a file lock. `--cluster inline` runs the
 notebooks one at a time in this very process (`run_inline`: each notebook's code cells in a fresh namespace,
@@ -109,6 +110,13 @@ LABELS = {"ok": "done ", "skipped": "skip ", "blocked": "block"}  # progress lin
 # this: a finding about the method (e.g. Contrastive at paper settings more than 5 points under Retrain on samples),
 # not a broken run. Its rows are kept, its marker written (with the failed claims), and what needs it runs.
 CHECKS_FAILED = "checks failed"
+# Papermill's kernel can die before it runs a cell: jupyter_client picks free ports, closes them and starts the
+# kernel, and a kernel started at the same moment by another notebook can bind one of them first (zmq "Address
+# already in use"; nteract/papermill#511, jupyter/jupyter_client#154, both open). The notebook never ran, so it is
+# started again, up to KERNEL_STARTS times in all; the log keeps each failed start.
+KERNEL_START_FAILED = "Kernel died before replying to kernel_info"
+KERNEL_STARTS = 3
+_RESTART = "[cu.sweep] the kernel died before it ran a cell: start"  # the log's line between two starts
 
 
 def finished(result: str) -> bool:
@@ -228,6 +236,21 @@ def notebook_lock(path: Path, what: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _papermill(cmd: list[str], root: Path, log: Path, env: dict | None, extra: dict) -> subprocess.CompletedProcess:
+    """Run papermill's command line with its output in `log`; again (the log appended to) while its kernel died
+    before it ran a cell (`KERNEL_START_FAILED`), up to `KERNEL_STARTS` starts."""
+    for start in range(1, KERNEL_STARTS + 1):
+        with open(log, "w" if start == 1 else "a") as fh:
+            if start > 1:
+                fh.write(f"\n{_RESTART} {start} of {KERNEL_STARTS}\n")
+                fh.flush()
+            proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=env, **extra)
+        last = log.read_text(errors="replace").rsplit(_RESTART, 1)[-1]  # this start's output
+        if proc.returncode == 0 or KERNEL_START_FAILED not in last:
+            return proc
+    return proc
+
+
 def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, threads: int | None = None, *,
                  root: Path | str | None = None, results_dir: Path | str | None = None,
                  env: dict | None = None, inline: bool = False) -> str:
@@ -276,9 +299,7 @@ def run_notebook(spec: dict, point: dict, nb: str, dry_run: bool = False, thread
                     return f"{nb} failed (log: {log}): {type(err).__name__}: {err}"
                 checks = _one_line(err)
         else:
-            with open(log, "w") as fh:
-                proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=proc_env,
-                                      **extra)
+            proc = _papermill(cmd, root, log, proc_env, extra)
             if proc.returncode != 0:
                 checks = _checks_failure(out_dir / f"{nb}.ipynb")
                 if checks is None:

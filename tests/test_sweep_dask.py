@@ -377,3 +377,33 @@ def test_merge_methods_must_be_a_list_of_names_and_needs_a_dask_backend(repo):
         S.main([str(sweep), "--cluster", "threads"])
     with pytest.raises(ValueError, match="Dask backends only"):  # the Python API refuses it too
         S.run_sweep(S.load_sweep(sweep), inline=True)
+
+
+def test_a_kernel_that_died_before_running_a_cell_is_started_again_and_a_failing_cell_is_not(repo, monkeypatch):
+    """Two kernels started at once can race for a port (nteract/papermill#511): papermill then fails before any
+    cell ran, and the notebook is started again; a notebook that failed in a cell is not."""
+    real, calls = subprocess.run, []
+
+    def papermill(cmd, *, stdout, failures, **kw):
+        calls.append(cmd)
+        if len(calls) <= failures:  # what papermill prints when its kernel dies at start
+            stdout.write(f"zmq.error.ZMQError: Address already in use\nRuntimeError: {S.KERNEL_START_FAILED}\n")
+            return subprocess.CompletedProcess(cmd, 1)
+        return real(cmd, stdout=stdout, **kw)
+
+    point = repo / "runs" / "p" / "seed-1"
+    monkeypatch.setattr(S.subprocess, "run", lambda cmd, **kw: papermill(cmd, failures=1, **kw))
+    assert S.run_notebook(SPEC, {"SEED": 1}, "01_a") == "ok" and len(calls) == 2
+    assert pd.read_csv(repo / "results" / "p" / "training.csv").seed.tolist() == [1]
+    log = (point / "01_a.log").read_text()
+    assert S.KERNEL_START_FAILED in log and f"start 2 of {S.KERNEL_STARTS}" in log  # both starts are in the log
+
+    calls.clear()
+    monkeypatch.setattr(S.subprocess, "run", lambda cmd, **kw: papermill(cmd, failures=S.KERNEL_STARTS, **kw))
+    result = S.run_notebook(SPEC, {"SEED": 0}, "01_a")
+    assert len(calls) == S.KERNEL_STARTS and result.startswith("01_a failed") and S.KERNEL_START_FAILED in result
+
+    calls.clear()
+    monkeypatch.setattr(S.subprocess, "run", lambda cmd, **kw: papermill(cmd, failures=0, **kw))
+    result = S.run_notebook({**SPEC, "parameters": {"FAIL_AT": "01_a"}}, {"SEED": 1}, "01_a")
+    assert len(calls) == 1 and "01_a cannot run seed 1" in result  # it failed in a cell: started once
