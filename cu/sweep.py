@@ -116,7 +116,6 @@ CHECKS_FAILED = "checks failed"
 # started again, up to KERNEL_STARTS times in all; the log keeps each failed start.
 KERNEL_START_FAILED = "Kernel died before replying to kernel_info"
 KERNEL_STARTS = 3
-_RESTART = "[cu.sweep] the kernel died before it ran a cell: start"  # the log's line between two starts
 
 
 def finished(result: str) -> bool:
@@ -238,16 +237,20 @@ def notebook_lock(path: Path, what: str):
 
 def _papermill(cmd: list[str], root: Path, log: Path, env: dict | None, extra: dict) -> subprocess.CompletedProcess:
     """Run papermill's command line with its output in `log`; again (the log appended to) while its kernel died
-    before it ran a cell (`KERNEL_START_FAILED`), up to `KERNEL_STARTS` starts."""
+    before it ran a cell (`KERNEL_START_FAILED` in that start's output), up to `KERNEL_STARTS` starts."""
     for start in range(1, KERNEL_STARTS + 1):
         with open(log, "w" if start == 1 else "a") as fh:
             if start > 1:
-                fh.write(f"\n{_RESTART} {start} of {KERNEL_STARTS}\n")
+                fh.write(f"\n[cu.sweep] the kernel died before it ran a cell: start {start} of {KERNEL_STARTS}\n")
                 fh.flush()
+            begin = fh.tell()  # where this start's output begins
             proc = subprocess.run(cmd, cwd=root, stdout=fh, stderr=subprocess.STDOUT, text=True, env=env, **extra)
-        last = log.read_text(errors="replace").rsplit(_RESTART, 1)[-1]  # this start's output
-        if proc.returncode == 0 or KERNEL_START_FAILED not in last:
+        if proc.returncode == 0:
             return proc
+        with open(log, "rb") as fh:
+            fh.seek(begin)
+            if KERNEL_START_FAILED not in fh.read().decode(errors="replace"):
+                return proc
     return proc
 
 
